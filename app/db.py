@@ -1,0 +1,95 @@
+"""The async engine for SQLite (embedded default) and MySQL/MariaDB (production)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from app.config import Settings
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def create_engine(settings: Settings | str, *, pool_size: int | None = None) -> AsyncEngine:
+    """Build the engine; SQLite gets WAL, a busy timeout and IMMEDIATE write transactions."""
+    url = settings if isinstance(settings, str) else settings.database_url
+    size = pool_size or (10 if isinstance(settings, str) else settings.database_pool_size)
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        _configure_sqlite(engine)
+        return engine
+    engine = create_async_engine(
+        url,
+        pool_size=size,
+        max_overflow=size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        pool_timeout=30,
+    )
+    _configure_mysql(engine)
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when a transaction begins.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # A deferred transaction that reads then writes fails with SQLITE_BUSY when another
+        # writer committed in between; IMMEDIATE takes the write lock up front and waits instead.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _configure_mysql(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET time_zone = '+00:00'")
+        cursor.close()
+
+
+def is_mysql(engine: AsyncEngine | AsyncConnection) -> bool:
+    return engine.dialect.name in ("mysql", "mariadb")
+
+
+@asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A short transaction: committed on success, rolled back on error."""
+    async with engine.begin() as conn:
+        yield conn
+
+
+async def database_now(conn: AsyncConnection) -> Any:
+    """The database's own clock (naive UTC), the clock that change times are written with."""
+    if is_mysql(conn):
+        return (await conn.execute(sa.text("SELECT UTC_TIMESTAMP(6)"))).scalar_one()
+    from datetime import datetime
+
+    raw = (await conn.execute(sa.text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"))).scalar_one()
+    return datetime.fromisoformat(raw)
+
+
+def now_expression(conn: AsyncConnection | AsyncEngine) -> sa.ColumnElement[Any]:
+    """SQL for "now" in the database clock, with sub-second precision."""
+    if is_mysql(conn):
+        return sa.func.utc_timestamp(6)
+    return sa.func.strftime("%Y-%m-%d %H:%M:%f000", "now")
+
+
+async def ping(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(sa.text("SELECT 1"))

@@ -1,0 +1,36 @@
+"""FastAPI dependencies: the shared services and the API-key check."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+
+from app.services.container import Services
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def require_api_key(request: Request, services: ServicesDep) -> None:
+    """When API_KEYS is set, a request needs `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
+    keys = services.settings.api_keys
+    if not keys:
+        return
+    presented = request.headers.get("x-api-key")
+    authorization = request.headers.get("authorization", "")
+    if presented is None and authorization.lower().startswith("bearer "):
+        presented = authorization[7:].strip()
+    if presented and any(secrets.compare_digest(presented, key) for key in keys):
+        return
+    raise HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail="missing or invalid API key (send 'Authorization: Bearer <key>' or 'X-API-Key: <key>')",
+        headers={"WWW-Authenticate": "Bearer"},
+    )

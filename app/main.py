@@ -1,0 +1,81 @@
+"""Builds the FastAPI application; the lifespan owns the engine, the HTTP client and the scheduler."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.config import Settings, get_settings
+from app.db import create_engine
+from app.deps import require_api_key
+from app.errors import install_error_handlers
+from app.migrate import run_migrations
+from app.routers import health, metrics, sync, variations
+from app.services.backmarket import BackMarketClient
+from app.services.container import Services
+from app.services.locks import NamedLocks
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None, *, backmarket_http: httpx.AsyncClient | None = None
+) -> FastAPI:
+    """`backmarket_http` lets tests and the demo hand in a client bound to the simulator."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        if settings.run_migrations_on_startup:
+            await run_migrations(engine)
+        backmarket = BackMarketClient(settings, http=backmarket_http)
+        services = Services(
+            settings=settings, engine=engine, backmarket=backmarket, locks=NamedLocks(engine)
+        )
+        app.state.services = services
+        # -- background work starts here (stale runs closed, scheduler started) --
+        try:
+            yield
+        finally:
+            # -- background work stops here --
+            await backmarket.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="stock-sync",
+        version="0.1.0",
+        summary="Keeps per-marketplace stock in step with Back Market.",
+        lifespan=lifespan,
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key"],
+        )
+    install_error_handlers(app)
+    protected = [Depends(require_api_key)]
+    app.include_router(health.router)
+    app.include_router(sync.router, dependencies=protected)
+    app.include_router(variations.router, dependencies=protected)
+    app.include_router(metrics.router, dependencies=protected)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """For `uvicorn --factory app.main:app_factory`: settings are read when the server starts."""
+    return create_app()
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn app.main:app` works, yet importing this module builds nothing.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

@@ -1,0 +1,40 @@
+"""Runs the Alembic migrations on the service's own engine (`stock-sync migrate`, and at start-up)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db import is_mysql
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATION_LOCK = "stock_sync:migrate"
+
+
+def _upgrade(connection: sa.Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+async def run_migrations(engine: AsyncEngine) -> None:
+    """Bring the database to the newest revision; safe when several processes start at once."""
+    async with engine.connect() as conn:
+        if is_mysql(conn):
+            # Several replicas starting together must not run the same DDL twice.
+            got = (await conn.execute(sa.text("SELECT GET_LOCK(:name, 120)"), {"name": MIGRATION_LOCK})).scalar()
+            if got != 1:
+                raise RuntimeError("another process has held the migration lock for 120 s")
+            await conn.commit()
+        try:
+            await conn.run_sync(_upgrade)
+            await conn.commit()
+        finally:
+            if is_mysql(conn):
+                await conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": MIGRATION_LOCK})
+                await conn.commit()

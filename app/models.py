@@ -1,0 +1,246 @@
+"""Tables (named as in the seed application's schema) and the service's API schemas.
+
+The tables carry only the columns this service reads or writes; a database migrated from
+the seed application keeps its other columns, which the service never touches.
+All times are naive UTC (every MySQL connection runs with time_zone '+00:00').
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlmodel import Field, SQLModel
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY, so big keys fall back to INTEGER there.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+UnsignedBigId = (
+    sa.BigInteger().with_variant(mysql.BIGINT(unsigned=True), "mysql").with_variant(sa.Integer(), "sqlite")
+)
+# Change detection needs sub-second resolution (the seed's TIMESTAMP columns are whole seconds).
+PreciseTime = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
+
+
+class ChangeType(enum.StrEnum):
+    BULK_SYNC = "bulk_sync"
+    REFRESH = "refresh"
+    ADD_QUANTITY = "add_quantity"
+
+
+SEED_CHANGE_TYPES = (
+    "order_created",
+    "order_completed",
+    "order_cancelled",
+    "topup",
+    "manual",
+    "reconciliation",
+    "api_sync",
+    "lock",
+    "unlock",
+)
+ALL_CHANGE_TYPES = (*SEED_CHANGE_TYPES, *(c.value for c in ChangeType))
+
+
+class RunStatus(enum.StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+
+SEED_RUN_STATUSES = ("running", "completed", "failed", "cancelled")
+ALL_RUN_STATUSES = (*SEED_RUN_STATUSES, RunStatus.PARTIAL.value)
+
+
+class RunTrigger(enum.StrEnum):
+    API = "api"
+    SCHEDULE = "schedule"
+    CLI = "cli"
+
+
+def utcnow() -> datetime:
+    """Naive UTC, the form every time column holds."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Marketplace(SQLModel, table=True):
+    __tablename__ = "marketplace"
+
+    id: int | None = Field(default=None, sa_column=sa.Column(UnsignedBigId, primary_key=True))
+    name: str = Field(sa_column=sa.Column(sa.String(255), nullable=False, unique=True))
+    created_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True))
+    updated_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True))
+
+
+class Variation(SQLModel, table=True):
+    __tablename__ = "variation"
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, primary_key=True))
+    reference_id: str | None = Field(
+        default=None, sa_column=sa.Column(sa.String(255), nullable=True, index=True)
+    )
+    reference_uuid: str | None = Field(
+        default=None, sa_column=sa.Column(sa.String(255), nullable=True, index=True)
+    )
+    sku: str | None = Field(default=None, sa_column=sa.Column(sa.String(255), nullable=True))
+    name: str | None = Field(default=None, sa_column=sa.Column(sa.String(255), nullable=True))
+    state: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+    listed_stock: int | None = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=True, server_default="0")
+    )
+    created_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True))
+    updated_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True))
+
+
+class MarketplaceStock(SQLModel, table=True):
+    __tablename__ = "marketplace_stock"
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "variation_id", "marketplace_id", name="marketplace_stock_variation_id_marketplace_id_unique"
+        ),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(UnsignedBigId, primary_key=True))
+    variation_id: int = Field(
+        sa_column=sa.Column(
+            sa.Integer, sa.ForeignKey("variation.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    marketplace_id: int = Field(
+        sa_column=sa.Column(
+            UnsignedBigId, sa.ForeignKey("marketplace.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    listed_stock: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    locked_stock: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    available_stock: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    last_api_quantity: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+    last_synced_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True))
+    # When listed or locked stock last changed, by any writer (kept by database triggers too).
+    stock_changed_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(PreciseTime, nullable=True)
+    )
+    created_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True))
+    updated_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True))
+
+
+class MarketplaceStockHistory(SQLModel, table=True):
+    __tablename__ = "marketplace_stock_history"
+
+    id: int | None = Field(default=None, sa_column=sa.Column(UnsignedBigId, primary_key=True))
+    marketplace_stock_id: int | None = Field(default=None, sa_column=sa.Column(UnsignedBigId, nullable=True))
+    variation_id: int = Field(sa_column=sa.Column(UnsignedBigId, nullable=False, index=True))
+    marketplace_id: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    listed_stock_before: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    listed_stock_after: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    locked_stock_before: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    locked_stock_after: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    available_stock_before: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    available_stock_after: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    quantity_change: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    change_type: str = Field(
+        sa_column=sa.Column(
+            sa.Enum(*ALL_CHANGE_TYPES, name="change_type", native_enum=True, create_constraint=False),
+            nullable=False,
+        )
+    )
+    reference_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(255), nullable=True))
+    notes: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    sync_run_id: int | None = Field(default=None, sa_column=sa.Column(UnsignedBigId, nullable=True, index=True))
+    idempotency_key: str | None = Field(default=None, sa_column=sa.Column(sa.String(255), nullable=True))
+    created_at: datetime | None = Field(default=None, sa_column=sa.Column(PreciseTime, nullable=True))
+    updated_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True))
+
+
+class StockSyncLog(SQLModel, table=True):
+    """One row per sync run; the seed's own columns are filled too so its screens keep working."""
+
+    __tablename__ = "stock_sync_logs"
+
+    id: int | None = Field(default=None, sa_column=sa.Column(UnsignedBigId, primary_key=True))
+    marketplace_id: int = Field(default=1, sa_column=sa.Column(sa.Integer, nullable=False, server_default="1"))
+    status: str = Field(
+        default=RunStatus.RUNNING.value,
+        sa_column=sa.Column(
+            sa.Enum(*ALL_RUN_STATUSES, name="run_status", native_enum=True, create_constraint=False),
+            nullable=False,
+            server_default="running",
+        ),
+    )
+    total_records: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    synced_count: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    skipped_count: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    error_count: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    error_details: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    summary: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    started_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(PreciseTime, nullable=False))
+    completed_at: datetime | None = Field(default=None, sa_column=sa.Column(PreciseTime, nullable=True))
+    duration_seconds: float | None = Field(default=None, sa_column=sa.Column(sa.Float, nullable=True))
+    trigger: str = Field(default=RunTrigger.API.value, sa_column=sa.Column(sa.String(16), nullable=False, server_default="api"))
+    dry_run: bool = Field(default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false()))
+    owner: str | None = Field(default=None, sa_column=sa.Column(sa.String(255), nullable=True))
+    api_calls: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    pages_fetched: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    pages_expected: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    listings_seen: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    matched: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    updated: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    unchanged: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    skipped_newer: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    not_found: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    unknown_listings: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    imported: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    markets: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    created_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True))
+    updated_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True))
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """What an add-quantity request with an Idempotency-Key did, kept for replays."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (sa.UniqueConstraint("idempotency_key", name="idempotency_keys_key_unique"),)
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True))
+    idempotency_key: str = Field(sa_column=sa.Column(sa.String(255), nullable=False))
+    request_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    variation_id: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    marketplace_id: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    # in_progress | unknown (sent, no answer) | succeeded
+    status: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    previous_quantity: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+    target_quantity: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+    response_json: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(PreciseTime, nullable=False))
+    expires_at: datetime = Field(sa_column=sa.Column(PreciseTime, nullable=False, index=True))
+
+
+class ListingUpdateBudget(SQLModel, table=True):
+    """One row per listing update sent to Back Market: the shared rolling-hour budget."""
+
+    __tablename__ = "backmarket_listing_updates"
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True))
+    sent_at: datetime = Field(sa_column=sa.Column(PreciseTime, nullable=False, index=True))
+    listing_ref: str = Field(sa_column=sa.Column(sa.String(255), nullable=False))
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """Stored naive UTC → aware UTC for API answers."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def table_of(model: Any) -> sa.Table:
+    table: sa.Table = model.__table__
+    return table

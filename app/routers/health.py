@@ -1,0 +1,32 @@
+"""Liveness and readiness; open to everyone, even when API keys are set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from app.db import ping
+from app.deps import ServicesDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(services: ServicesDep) -> JSONResponse:
+    body: dict[str, Any] = {"status": "ok", "database": "ok"}
+    schedule = services.extras.get("schedule_info")
+    if schedule is not None:
+        body["schedule"] = schedule()
+    try:
+        await ping(services.engine)
+    except Exception as exc:  # any driver error means "not ready"; the reason is reported
+        body.update(status="unavailable", database=f"unreachable: {type(exc).__name__}: {exc}")
+        return JSONResponse(status_code=503, content=body)
+    return JSONResponse(content=body)

@@ -1,0 +1,5 @@
+"""Placeholder until the sync endpoints land."""
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["sync"])

@@ -1,0 +1,5 @@
+"""Placeholder until the variations endpoints land."""
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["variations"])

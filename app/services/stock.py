@@ -1,0 +1,284 @@
+"""The one place that writes stock. Bulk sync, refresh and add-quantity all go through it.
+
+After every write: `available_stock = max(0, listed_stock - locked_stock)` and
+`variation.listed_stock = SUM(marketplace_stock.listed_stock)` over its marketplaces;
+one history row per changed stock row, none for an unchanged one.
+
+A write is set-based: one SELECT … FOR UPDATE of the rows, one multi-row upsert, one
+multi-row history insert, one UPDATE of the variations, whatever the batch size. The
+caller owns the (short) transaction and never holds it across an HTTP call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.db import database_now, is_mysql
+from app.models import ChangeType, MarketplaceStock, MarketplaceStockHistory, Variation, table_of
+
+stock_table = table_of(MarketplaceStock)
+history_table = table_of(MarketplaceStockHistory)
+variation_table = table_of(Variation)
+
+# Rows per multi-row upsert statement: 10 parameters a row stays far below SQLite's 32,766.
+UPSERT_CHUNK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class StockObservation:
+    """What Back Market said a variation's listing holds.
+
+    `not_changed_since` (database clock): the row is written only if it has not changed
+    after that moment, so an older snapshot never overwrites a newer value. None writes
+    regardless (Back Market's answer to our own update is the newest value there is).
+    """
+
+    variation_id: int
+    quantity: int
+    sku: str | None = None
+    publication_state: int | None = None
+    not_changed_since: datetime | None = None
+    reference_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StockRow:
+    variation_id: int
+    marketplace_id: int
+    listed_stock: int
+    locked_stock: int
+    available_stock: int
+    last_api_quantity: int | None
+    last_synced_at: datetime | None
+
+
+@dataclass
+class StockWriteResult:
+    updated: int = 0
+    unchanged: int = 0
+    skipped_newer: int = 0
+    created: int = 0
+    # variation_id -> the row as it stands after the write (as it would, in a dry run)
+    rows: dict[int, StockRow] = field(default_factory=dict)
+    skipped_variation_ids: set[int] = field(default_factory=set)
+
+
+def available_stock(listed_stock: int, locked_stock: int) -> int:
+    return max(0, listed_stock - locked_stock)
+
+
+async def write_observations(
+    conn: AsyncConnection,
+    *,
+    marketplace_id: int,
+    observations: Sequence[StockObservation],
+    change_type: ChangeType,
+    sync_run_id: int | None = None,
+    idempotency_key: str | None = None,
+    notes: str | None = None,
+    dry_run: bool = False,
+) -> StockWriteResult:
+    """Apply observations to `marketplace_stock` and `variation` inside the caller's transaction."""
+    result = StockWriteResult()
+    latest = {obs.variation_id: obs for obs in observations}
+    if not latest:
+        return result
+    now = await database_now(conn)
+    existing = await _lock_existing_rows(conn, marketplace_id=marketplace_id, variation_ids=list(latest))
+
+    upserts: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []
+    touched_ids: list[int] = []
+    for variation_id, obs in latest.items():
+        row = existing.get(variation_id)
+        if (
+            row is not None
+            and obs.not_changed_since is not None
+            and row["stock_changed_at"] is not None
+            and row["stock_changed_at"] > obs.not_changed_since
+        ):
+            result.skipped_newer += 1
+            result.skipped_variation_ids.add(variation_id)
+            result.rows[variation_id] = _stock_row(row, marketplace_id)
+            continue
+        locked = row["locked_stock"] if row is not None else 0
+        after = StockRow(
+            variation_id=variation_id,
+            marketplace_id=marketplace_id,
+            listed_stock=obs.quantity,
+            locked_stock=locked,
+            available_stock=available_stock(obs.quantity, locked),
+            last_api_quantity=obs.quantity,
+            last_synced_at=now,
+        )
+        result.rows[variation_id] = after
+        if (
+            row is not None
+            and row["listed_stock"] == after.listed_stock
+            and row["available_stock"] == after.available_stock
+            and row["last_api_quantity"] == after.last_api_quantity
+        ):
+            result.unchanged += 1
+            touched_ids.append(row["id"])
+            continue
+        result.updated += 1
+        if row is None:
+            result.created += 1
+        upserts.append(
+            {
+                "variation_id": variation_id,
+                "marketplace_id": marketplace_id,
+                "listed_stock": after.listed_stock,
+                "locked_stock": locked,
+                "available_stock": after.available_stock,
+                "last_api_quantity": after.last_api_quantity,
+                "last_synced_at": now,
+                "stock_changed_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        before_listed = row["listed_stock"] if row is not None else 0
+        history.append(
+            {
+                "marketplace_stock_id": row["id"] if row is not None else None,
+                "variation_id": variation_id,
+                "marketplace_id": marketplace_id,
+                "listed_stock_before": before_listed,
+                "listed_stock_after": after.listed_stock,
+                "locked_stock_before": locked,
+                "locked_stock_after": locked,
+                "available_stock_before": row["available_stock"] if row is not None else 0,
+                "available_stock_after": after.available_stock,
+                "quantity_change": after.listed_stock - before_listed,
+                "change_type": change_type.value,
+                "reference_id": obs.reference_id,
+                "notes": notes,
+                "sync_run_id": sync_run_id,
+                "idempotency_key": idempotency_key,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    if dry_run:
+        return result
+
+    for start in range(0, len(upserts), UPSERT_CHUNK):
+        await conn.execute(_upsert_statement(conn, upserts[start : start + UPSERT_CHUNK]))
+    if history:
+        await _fill_new_history_row_ids(conn, marketplace_id=marketplace_id, history=history)
+        await conn.execute(sa.insert(history_table), history)
+    if touched_ids:
+        await conn.execute(
+            sa.update(stock_table).where(stock_table.c.id.in_(touched_ids)).values(last_synced_at=now)
+        )
+    written = [obs for vid, obs in latest.items() if vid not in result.skipped_variation_ids]
+    await _update_variations(conn, written=written, changed_ids={h["variation_id"] for h in history}, now=now)
+    return result
+
+
+async def _lock_existing_rows(
+    conn: AsyncConnection, *, marketplace_id: int, variation_ids: list[int]
+) -> dict[int, Any]:
+    query = sa.select(
+        stock_table.c.id,
+        stock_table.c.variation_id,
+        stock_table.c.listed_stock,
+        stock_table.c.locked_stock,
+        stock_table.c.available_stock,
+        stock_table.c.last_api_quantity,
+        stock_table.c.last_synced_at,
+        stock_table.c.stock_changed_at,
+    ).where(stock_table.c.marketplace_id == marketplace_id, stock_table.c.variation_id.in_(variation_ids))
+    if is_mysql(conn):
+        # SQLite already holds the database write lock (BEGIN IMMEDIATE).
+        query = query.with_for_update()
+    rows = (await conn.execute(query)).mappings().all()
+    return {row["variation_id"]: row for row in rows}
+
+
+def _upsert_statement(conn: AsyncConnection, rows: list[dict[str, Any]]) -> sa.Executable:
+    updated_columns = (
+        "listed_stock",
+        "available_stock",
+        "last_api_quantity",
+        "last_synced_at",
+        "stock_changed_at",
+        "updated_at",
+    )
+    if is_mysql(conn):
+        mysql_insert = mysql.insert(stock_table).values(rows)
+        return mysql_insert.on_duplicate_key_update(
+            {name: mysql_insert.inserted[name] for name in updated_columns}
+        )
+    sqlite_insert = sqlite.insert(stock_table).values(rows)
+    return sqlite_insert.on_conflict_do_update(
+        index_elements=[stock_table.c.variation_id, stock_table.c.marketplace_id],
+        set_={name: sqlite_insert.excluded[name] for name in updated_columns},
+    )
+
+
+async def _fill_new_history_row_ids(
+    conn: AsyncConnection, *, marketplace_id: int, history: list[dict[str, Any]]
+) -> None:
+    missing = [entry for entry in history if entry["marketplace_stock_id"] is None]
+    if not missing:
+        return
+    ids = dict(
+        (
+            await conn.execute(
+                sa.select(stock_table.c.variation_id, stock_table.c.id).where(
+                    stock_table.c.marketplace_id == marketplace_id,
+                    stock_table.c.variation_id.in_([entry["variation_id"] for entry in missing]),
+                )
+            )
+        ).all()
+    )
+    for entry in missing:
+        entry["marketplace_stock_id"] = ids.get(entry["variation_id"])
+
+
+async def _update_variations(
+    conn: AsyncConnection, *, written: list[StockObservation], changed_ids: set[int], now: datetime
+) -> None:
+    """One UPDATE: listed_stock re-summed, sku/state from the feed, updated_at where stock changed."""
+    if not written:
+        return
+    ids = [obs.variation_id for obs in written]
+    summed = (
+        sa.select(sa.func.coalesce(sa.func.sum(stock_table.c.listed_stock), 0))
+        .where(stock_table.c.variation_id == variation_table.c.id)
+        .scalar_subquery()
+    )
+    values: dict[str, Any] = {"listed_stock": summed}
+    with_sku = {obs.variation_id: obs.sku for obs in written if obs.sku is not None}
+    if with_sku:
+        values["sku"] = sa.case(with_sku, value=variation_table.c.id, else_=variation_table.c.sku)
+    with_state = {obs.variation_id: obs.publication_state for obs in written if obs.publication_state is not None}
+    if with_state:
+        values["state"] = sa.case(with_state, value=variation_table.c.id, else_=variation_table.c.state)
+    if changed_ids:
+        values["updated_at"] = sa.case(
+            (variation_table.c.id.in_(sorted(changed_ids)), sa.literal(now, sa.DateTime())),
+            else_=variation_table.c.updated_at,
+        )
+    await conn.execute(sa.update(variation_table).where(variation_table.c.id.in_(ids)).values(values))
+
+
+def _stock_row(row: Any, marketplace_id: int) -> StockRow:
+    return StockRow(
+        variation_id=row["variation_id"],
+        marketplace_id=marketplace_id,
+        listed_stock=row["listed_stock"],
+        locked_stock=row["locked_stock"],
+        available_stock=row["available_stock"],
+        last_api_quantity=row["last_api_quantity"],
+        last_synced_at=row["last_synced_at"],
+    )

@@ -1,0 +1,204 @@
+"""Shared fixtures: a migrated database on SQLite always and on MariaDB when TEST_MYSQL_URL is set.
+
+Each backend's database is created and migrated once per session; every test starts from
+empty tables (plus marketplace 1 'BackMarket' and 4 'Refurbed').
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from app.db import create_engine
+from app.migrate import run_migrations
+
+TEST_MYSQL_URL = os.environ.get("TEST_MYSQL_URL")
+MYSQL_SKIP_REASON = "TEST_MYSQL_URL is not set (e.g. mysql+aiomysql://root@127.0.0.1:3306/test)"
+SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+
+DATA_TABLES = (
+    "marketplace_stock_history",
+    "marketplace_stock",
+    "stock_sync_logs",
+    "idempotency_keys",
+    "backmarket_listing_updates",
+    "variation",
+    "marketplace",
+)
+
+
+def mysql_database_url(suffix: str) -> str:
+    """A database of its own beside TEST_MYSQL_URL's, named `<db>_<suffix>`."""
+    assert TEST_MYSQL_URL is not None
+    url = make_url(TEST_MYSQL_URL)
+    return url.set(database=f"{url.database}_{suffix}").render_as_string(hide_password=False)
+
+
+async def recreate_mysql_database(url: str) -> None:
+    target = make_url(url)
+    server = create_engine(target.set(database=make_url(TEST_MYSQL_URL or url).database).render_as_string(hide_password=False))
+    async with server.begin() as conn:
+        await conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{target.database}`"))
+        await conn.execute(sa.text(f"CREATE DATABASE `{target.database}`"))
+    await server.dispose()
+
+
+async def _prepare(url: str) -> None:
+    if url.startswith("mysql"):
+        await recreate_mysql_database(url)
+    engine = create_engine(url)
+    await run_migrations(engine)
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_urls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    urls = {"sqlite": f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'stock_sync.db'}"}
+    if TEST_MYSQL_URL:
+        urls["mysql"] = mysql_database_url(f"stock_sync_{os.getpid()}")
+    for url in urls.values():
+        asyncio.run(_prepare(url))
+    yield urls
+    if "mysql" in urls:
+        asyncio.run(_drop_mysql_database(urls["mysql"]))
+
+
+async def _drop_mysql_database(url: str) -> None:
+    target = make_url(url)
+    server = create_engine(TEST_MYSQL_URL or url)
+    async with server.begin() as conn:
+        await conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{target.database}`"))
+    await server.dispose()
+
+
+async def empty_tables(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        for table in DATA_TABLES:
+            await conn.execute(sa.text(f"DELETE FROM {table}"))
+        await conn.execute(
+            sa.text("INSERT INTO marketplace (id, name) VALUES (1, 'BackMarket'), (4, 'Refurbed')")
+        )
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def db_url(request: pytest.FixtureRequest, database_urls: dict[str, str]) -> str:
+    """The URL of a migrated database; the test runs once per backend."""
+    if request.param not in database_urls:
+        pytest.skip(MYSQL_SKIP_REASON)
+    return database_urls[request.param]
+
+
+@pytest.fixture
+async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on emptied tables of the test's backend."""
+    engine = create_engine(db_url)
+    await empty_tables(engine)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def make_settings(db_url: str) -> Callable[..., Settings]:
+    """Settings for the test's database; keyword overrides win."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": db_url,
+            "backmarket_base_url": "http://bm.test",
+            "backmarket_token": "sim-token",
+            "backmarket_user_agent": "BM-Tests-StockSync;tests@example.com",
+            "sync_interval_minutes": 0,
+            "run_migrations_on_startup": False,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return build
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    if not SHARED_DIR.is_dir():
+        pytest.skip(f"{SHARED_DIR} (the project's shared/ folder) is not beside the repository")
+    yield SHARED_DIR
+
+
+# --- the service wired to an in-process simulator -------------------------------------------
+
+import httpx  # noqa: E402
+from asgi_lifespan import LifespanManager  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
+
+from simulator.app import create_simulator_app  # noqa: E402
+from simulator.config import SimulatorConfig  # noqa: E402
+
+
+@pytest.fixture
+def simulator_config() -> SimulatorConfig:
+    """Override in a test module (or parametrize) for another catalogue or faults."""
+    return SimulatorConfig(listings=120, seed=7)
+
+
+@pytest.fixture
+def simulator_app(simulator_config: SimulatorConfig) -> FastAPI:
+    return create_simulator_app(simulator_config)
+
+
+@pytest.fixture
+def simulator(simulator_app: FastAPI) -> Any:
+    """The simulator's state: its catalogue and control methods (set_quantity, hold, stats…)."""
+    return simulator_app.state.sim
+
+
+@dataclass
+class ServiceHarness:
+    app: FastAPI
+    http: httpx.AsyncClient
+    settings: Settings
+    engine: AsyncEngine
+    simulator: Any
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Override in a test module to change the service's settings."""
+    return {}
+
+
+@pytest.fixture
+async def service(
+    engine: AsyncEngine,
+    make_settings: Callable[..., Settings],
+    settings_overrides: dict[str, Any],
+    simulator_app: FastAPI,
+) -> AsyncIterator[ServiceHarness]:
+    """The running service (lifespan included) talking to the in-process simulator."""
+    from app.main import create_app
+
+    settings = make_settings(**settings_overrides)
+    backmarket_http = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=simulator_app), base_url=settings.backmarket_base_url
+    )
+    app = create_app(settings, backmarket_http=backmarket_http)
+    async with LifespanManager(app):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://stock-sync.test"
+        ) as http:
+            yield ServiceHarness(
+                app=app,
+                http=http,
+                settings=settings,
+                engine=app.state.services.engine,
+                simulator=simulator_app.state.sim,
+            )
+    await backmarket_http.aclose()
