@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,17 +10,10 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.config import Settings, get_settings
-from app.db import create_engine
 from app.deps import require_api_key
 from app.errors import install_error_handlers
-from app.migrate import run_migrations
 from app.routers import health, metrics, sync, variations
-from app.services.backmarket import BackMarketClient
-from app.services.container import Services
-from app.services.locks import NamedLocks
-
-log = logging.getLogger(__name__)
-
+from app.services.container import open_services
 
 def create_app(
     settings: Settings | None = None, *, backmarket_http: httpx.AsyncClient | None = None
@@ -31,21 +23,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings)
-        if settings.run_migrations_on_startup:
-            await run_migrations(engine)
-        backmarket = BackMarketClient(settings, http=backmarket_http)
-        services = Services(
-            settings=settings, engine=engine, backmarket=backmarket, locks=NamedLocks(engine)
-        )
-        app.state.services = services
-        # -- background work starts here (stale runs closed, scheduler started) --
-        try:
-            yield
-        finally:
-            # -- background work stops here --
-            await backmarket.aclose()
-            await engine.dispose()
+        async with open_services(settings, backmarket_http=backmarket_http) as services:
+            app.state.services = services
+            # -- background work starts here (stale runs closed, scheduler started) --
+            try:
+                yield
+            finally:
+                # -- background work stops here --
+                pass
 
     app = FastAPI(
         title="stock-sync",

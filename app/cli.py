@@ -1,0 +1,155 @@
+"""`stock-sync`: serve, sync, refresh, add-quantity, migrate, simulator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from app.config import ConfigurationError, Settings, load_settings
+
+log = logging.getLogger("stock_sync")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stock-sync", description=__doc__)
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING… (default INFO)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="start a local Back Market simulator, point the client at it and seed demo variations",
+    )
+
+    sync = commands.add_parser("sync", help="run one bulk sync now and print its report")
+    sync.add_argument("--marketplace", type=int, default=1)
+    sync.add_argument("--dry-run", action="store_true")
+    sync.add_argument("--import-unknown", action="store_true")
+
+    refresh = commands.add_parser("refresh", help="read one variation's listing live and store it")
+    refresh.add_argument("variation_id", type=int)
+    refresh.add_argument("--marketplace", type=int, default=1)
+
+    add = commands.add_parser("add-quantity", help="add (or remove) stock on Back Market")
+    add.add_argument("variation_id", type=int)
+    add.add_argument("quantity", type=int)
+    add.add_argument("--idempotency-key")
+    add.add_argument("--marketplace", type=int, default=1)
+
+    commands.add_parser("migrate", help="bring the database schema up to date")
+
+    simulator = commands.add_parser("simulator", help="run the local Back Market simulator")
+    simulator.add_argument("--host", default="127.0.0.1")
+    simulator.add_argument("--port", type=int, default=9000)
+    simulator.add_argument("--listings", type=int, default=5000)
+    simulator.add_argument("--latency-ms", type=float, default=0.0)
+    simulator.add_argument("--requests-per-10s", type=int, default=None)
+    simulator.add_argument("--fault-rate", type=float, default=0.0)
+    simulator.add_argument("--seed", type=int, default=42)
+    simulator.add_argument("--token", default="sim-token")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "simulator":
+        return _run_simulator(args)
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        print(f"stock-sync: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return _serve(settings, args)
+    handlers = {
+        "sync": _sync,
+        "refresh": _refresh,
+        "add-quantity": _add_quantity,
+        "migrate": _migrate,
+    }
+    return asyncio.run(handlers[args.command](settings, args))
+
+
+def _print_json(payload: Any) -> None:
+    print(json.dumps(payload, indent=2, default=str))
+
+
+def _run_simulator(args: argparse.Namespace) -> int:
+    from simulator.__main__ import main as simulator_main
+
+    argv = [
+        "--host", args.host,
+        "--port", str(args.port),
+        "--listings", str(args.listings),
+        "--latency-ms", str(args.latency_ms),
+        "--fault-rate", str(args.fault_rate),
+        "--seed", str(args.seed),
+        "--token", args.token,
+    ]  # fmt: skip
+    if args.requests_per_10s is not None:
+        argv += ["--requests-per-10s", str(args.requests_per_10s)]
+    simulator_main(argv)
+    return 0
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    if not args.demo:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port)
+        return 0
+    from simulator.demo import demo_settings, running_demo_simulator, seed_demo_database
+
+    with running_demo_simulator() as simulator:
+        settings = demo_settings(settings, simulator)
+        asyncio.run(seed_demo_database(settings, simulator))
+        print(
+            f"demo: Back Market simulator at {simulator.base_url}; try\n"
+            f"  curl -X POST 'http://{args.host}:{args.port}/sync/bulk?wait=true'\n"
+            f"  curl 'http://{args.host}:{args.port}/variations/1/quantity'",
+            flush=True,
+        )
+        uvicorn.run(create_app(settings), host=args.host, port=args.port)
+    return 0
+
+
+async def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from app.db import create_engine
+    from app.migrate import run_migrations
+
+    engine = create_engine(settings)
+    try:
+        await run_migrations(engine)
+    finally:
+        await engine.dispose()
+    print("database is up to date")
+    return 0
+
+
+async def _sync(settings: Settings, args: argparse.Namespace) -> int:
+    raise NotImplementedError
+
+
+async def _refresh(settings: Settings, args: argparse.Namespace) -> int:
+    raise NotImplementedError
+
+
+async def _add_quantity(settings: Settings, args: argparse.Namespace) -> int:
+    raise NotImplementedError
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
