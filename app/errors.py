@@ -56,5 +56,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain_error(_request: Request, exc: DomainError) -> JSONResponse:
         return JSONResponse(
-            status_code=exc.status_code, content={"detail": exc.detail, **exc.extra}, headers=exc.headers
+            status_code=exc.status_code,
+            content={"detail": exc.detail, **exc.extra},
+            headers=exc.headers,
         )

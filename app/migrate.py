@@ -27,7 +27,9 @@ async def run_migrations(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         if is_mysql(conn):
             # Several replicas starting together must not run the same DDL twice.
-            got = (await conn.execute(sa.text("SELECT GET_LOCK(:name, 120)"), {"name": MIGRATION_LOCK})).scalar()
+            got = (
+                await conn.execute(sa.text("SELECT GET_LOCK(:name, 120)"), {"name": MIGRATION_LOCK})
+            ).scalar()
             if got != 1:
                 raise RuntimeError("another process has held the migration lock for 120 s")
             await conn.commit()

@@ -18,7 +18,9 @@ from sqlmodel import Field, SQLModel
 # SQLite only auto-increments an INTEGER PRIMARY KEY, so big keys fall back to INTEGER there.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 UnsignedBigId = (
-    sa.BigInteger().with_variant(mysql.BIGINT(unsigned=True), "mysql").with_variant(sa.Integer(), "sqlite")
+    sa.BigInteger()
+    .with_variant(mysql.BIGINT(unsigned=True), "mysql")
+    .with_variant(sa.Integer(), "sqlite")
 )
 # Change detection needs sub-second resolution (the seed's TIMESTAMP columns are whole seconds).
 PreciseTime = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
@@ -71,8 +73,12 @@ class Marketplace(SQLModel, table=True):
 
     id: int | None = Field(default=None, sa_column=sa.Column(UnsignedBigId, primary_key=True))
     name: str = Field(sa_column=sa.Column(sa.String(255), nullable=False, unique=True))
-    created_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True))
-    updated_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True))
+    created_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True)
+    )
+    updated_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True)
+    )
 
 
 class Variation(SQLModel, table=True):
@@ -91,15 +97,21 @@ class Variation(SQLModel, table=True):
     listed_stock: int | None = Field(
         default=0, sa_column=sa.Column(sa.Integer, nullable=True, server_default="0")
     )
-    created_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True))
-    updated_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True))
+    created_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True)
+    )
+    updated_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True)
+    )
 
 
 class MarketplaceStock(SQLModel, table=True):
     __tablename__ = "marketplace_stock"
     __table_args__ = (
         sa.UniqueConstraint(
-            "variation_id", "marketplace_id", name="marketplace_stock_variation_id_marketplace_id_unique"
+            "variation_id",
+            "marketplace_id",
+            name="marketplace_stock_variation_id_marketplace_id_unique",
         ),
     )
 
@@ -114,32 +126,50 @@ class MarketplaceStock(SQLModel, table=True):
             UnsignedBigId, sa.ForeignKey("marketplace.id", ondelete="CASCADE"), nullable=False
         )
     )
-    listed_stock: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
-    locked_stock: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    listed_stock: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    locked_stock: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
     available_stock: int = Field(
         default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
     )
-    last_api_quantity: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
-    last_synced_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True))
+    last_api_quantity: int | None = Field(
+        default=None, sa_column=sa.Column(sa.Integer, nullable=True)
+    )
+    last_synced_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True)
+    )
     # When listed or locked stock last changed, by any writer (kept by database triggers too).
     stock_changed_at: datetime | None = Field(
         default=None, sa_column=sa.Column(PreciseTime, nullable=True)
     )
-    created_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True))
-    updated_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True))
+    created_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True)
+    )
+    updated_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True)
+    )
 
 
 class MarketplaceStockHistory(SQLModel, table=True):
     __tablename__ = "marketplace_stock_history"
 
     id: int | None = Field(default=None, sa_column=sa.Column(UnsignedBigId, primary_key=True))
-    marketplace_stock_id: int | None = Field(default=None, sa_column=sa.Column(UnsignedBigId, nullable=True))
+    marketplace_stock_id: int | None = Field(
+        default=None, sa_column=sa.Column(UnsignedBigId, nullable=True)
+    )
     variation_id: int = Field(sa_column=sa.Column(UnsignedBigId, nullable=False, index=True))
     marketplace_id: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
     listed_stock_before: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
     listed_stock_after: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
-    locked_stock_before: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
-    locked_stock_after: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    locked_stock_before: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    locked_stock_after: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
     available_stock_before: int = Field(
         default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
     )
@@ -149,16 +179,28 @@ class MarketplaceStockHistory(SQLModel, table=True):
     quantity_change: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
     change_type: str = Field(
         sa_column=sa.Column(
-            sa.Enum(*ALL_CHANGE_TYPES, name="change_type", native_enum=True, create_constraint=False),
+            sa.Enum(
+                *ALL_CHANGE_TYPES, name="change_type", native_enum=True, create_constraint=False
+            ),
             nullable=False,
         )
     )
-    reference_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(255), nullable=True))
+    reference_id: str | None = Field(
+        default=None, sa_column=sa.Column(sa.String(255), nullable=True)
+    )
     notes: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
-    sync_run_id: int | None = Field(default=None, sa_column=sa.Column(UnsignedBigId, nullable=True, index=True))
-    idempotency_key: str | None = Field(default=None, sa_column=sa.Column(sa.String(255), nullable=True))
-    created_at: datetime | None = Field(default=None, sa_column=sa.Column(PreciseTime, nullable=True))
-    updated_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True))
+    sync_run_id: int | None = Field(
+        default=None, sa_column=sa.Column(UnsignedBigId, nullable=True, index=True)
+    )
+    idempotency_key: str | None = Field(
+        default=None, sa_column=sa.Column(sa.String(255), nullable=True)
+    )
+    created_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(PreciseTime, nullable=True)
+    )
+    updated_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True)
+    )
 
 
 class StockSyncLog(SQLModel, table=True):
@@ -167,41 +209,90 @@ class StockSyncLog(SQLModel, table=True):
     __tablename__ = "stock_sync_logs"
 
     id: int | None = Field(default=None, sa_column=sa.Column(UnsignedBigId, primary_key=True))
-    marketplace_id: int = Field(default=1, sa_column=sa.Column(sa.Integer, nullable=False, server_default="1"))
+    marketplace_id: int = Field(
+        default=1, sa_column=sa.Column(sa.Integer, nullable=False, server_default="1")
+    )
     status: str = Field(
         default=RunStatus.RUNNING.value,
         sa_column=sa.Column(
-            sa.Enum(*ALL_RUN_STATUSES, name="run_status", native_enum=True, create_constraint=False),
+            sa.Enum(
+                *ALL_RUN_STATUSES, name="run_status", native_enum=True, create_constraint=False
+            ),
             nullable=False,
             server_default="running",
         ),
     )
-    total_records: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
-    synced_count: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
-    skipped_count: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
-    error_count: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    total_records: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    synced_count: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    skipped_count: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    error_count: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
     error_details: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     summary: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
-    started_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(PreciseTime, nullable=False))
-    completed_at: datetime | None = Field(default=None, sa_column=sa.Column(PreciseTime, nullable=True))
-    duration_seconds: float | None = Field(default=None, sa_column=sa.Column(sa.Float, nullable=True))
-    trigger: str = Field(default=RunTrigger.API.value, sa_column=sa.Column(sa.String(16), nullable=False, server_default="api"))
-    dry_run: bool = Field(default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false()))
+    started_at: datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(PreciseTime, nullable=False)
+    )
+    completed_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(PreciseTime, nullable=True)
+    )
+    duration_seconds: float | None = Field(
+        default=None, sa_column=sa.Column(sa.Float, nullable=True)
+    )
+    trigger: str = Field(
+        default=RunTrigger.API.value,
+        sa_column=sa.Column(sa.String(16), nullable=False, server_default="api"),
+    )
+    dry_run: bool = Field(
+        default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false())
+    )
     owner: str | None = Field(default=None, sa_column=sa.Column(sa.String(255), nullable=True))
-    api_calls: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
-    pages_fetched: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
-    pages_expected: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
-    listings_seen: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
-    matched: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
-    updated: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
-    unchanged: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
-    skipped_newer: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
-    not_found: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
-    unknown_listings: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
-    imported: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    api_calls: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    pages_fetched: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    pages_expected: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    listings_seen: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    matched: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    updated: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    unchanged: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    skipped_newer: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    not_found: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    unknown_listings: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    imported: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
     markets: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
-    created_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True))
-    updated_at: datetime | None = Field(default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True))
+    created_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True)
+    )
+    updated_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True)
+    )
 
 
 class IdempotencyKey(SQLModel, table=True):
@@ -217,10 +308,16 @@ class IdempotencyKey(SQLModel, table=True):
     marketplace_id: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
     # in_progress | unknown (sent, no answer) | succeeded
     status: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
-    previous_quantity: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
-    target_quantity: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+    previous_quantity: int | None = Field(
+        default=None, sa_column=sa.Column(sa.Integer, nullable=True)
+    )
+    target_quantity: int | None = Field(
+        default=None, sa_column=sa.Column(sa.Integer, nullable=True)
+    )
     response_json: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
-    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(PreciseTime, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(PreciseTime, nullable=False)
+    )
     expires_at: datetime = Field(sa_column=sa.Column(PreciseTime, nullable=False, index=True))
 
 

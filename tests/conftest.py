@@ -9,17 +9,23 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.db import create_engine
 from app.migrate import run_migrations
+from simulator.app import create_simulator_app
+from simulator.config import SimulatorConfig
 
 TEST_MYSQL_URL = os.environ.get("TEST_MYSQL_URL")
 MYSQL_SKIP_REASON = "TEST_MYSQL_URL is not set (e.g. mysql+aiomysql://root@127.0.0.1:3306/test)"
@@ -45,7 +51,11 @@ def mysql_database_url(suffix: str) -> str:
 
 async def recreate_mysql_database(url: str) -> None:
     target = make_url(url)
-    server = create_engine(target.set(database=make_url(TEST_MYSQL_URL or url).database).render_as_string(hide_password=False))
+    server = create_engine(
+        target.set(database=make_url(TEST_MYSQL_URL or url).database).render_as_string(
+            hide_password=False
+        )
+    )
     async with server.begin() as conn:
         await conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{target.database}`"))
         await conn.execute(sa.text(f"CREATE DATABASE `{target.database}`"))
@@ -61,7 +71,7 @@ async def _prepare(url: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def database_urls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def database_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     urls = {"sqlite": f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'stock_sync.db'}"}
     if TEST_MYSQL_URL:
         urls["mysql"] = mysql_database_url(f"stock_sync_{os.getpid()}")
@@ -133,15 +143,6 @@ def shared_dir() -> Iterator[Path]:
 
 
 # --- the service wired to an in-process simulator -------------------------------------------
-
-import httpx  # noqa: E402
-from asgi_lifespan import LifespanManager  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from fastapi import FastAPI  # noqa: E402
-
-from simulator.app import create_simulator_app  # noqa: E402
-from simulator.config import SimulatorConfig  # noqa: E402
-
 
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:

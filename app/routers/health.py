@@ -27,6 +27,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     try:
         await ping(services.engine)
     except Exception as exc:  # any driver error means "not ready"; the reason is reported
-        body.update(status="unavailable", database=f"unreachable: {type(exc).__name__}: {exc}")
+        reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+        body.update(status="unavailable", database=f"unreachable: {type(exc).__name__}: {reason}")
         return JSONResponse(status_code=503, content=body)
     return JSONResponse(content=body)

@@ -29,7 +29,10 @@ class Services:
 
 @asynccontextmanager
 async def open_services(
-    settings: Settings, *, backmarket_http: httpx.AsyncClient | None = None, migrate: bool | None = None
+    settings: Settings,
+    *,
+    backmarket_http: httpx.AsyncClient | None = None,
+    migrate: bool | None = None,
 ) -> AsyncIterator[Services]:
     """The engine (migrated unless told not to), the Back Market client and the locks; closed after."""
     engine = create_engine(settings)
@@ -38,7 +41,9 @@ async def open_services(
             await run_migrations(engine)
         backmarket = BackMarketClient(settings, http=backmarket_http)
         try:
-            yield Services(settings=settings, engine=engine, backmarket=backmarket, locks=NamedLocks(engine))
+            yield Services(
+                settings=settings, engine=engine, backmarket=backmarket, locks=NamedLocks(engine)
+            )
         finally:
             await backmarket.aclose()
     finally:

@@ -113,7 +113,8 @@ class NamedLocks:
             # GET_LOCK takes whole or fractional seconds; 0 means "try once".
             got = (
                 await conn.execute(
-                    sa.text("SELECT GET_LOCK(:name, :timeout)"), {"name": name, "timeout": max(timeout, 0)}
+                    sa.text("SELECT GET_LOCK(:name, :timeout)"),
+                    {"name": name, "timeout": max(timeout, 0)},
                 )
             ).scalar()
             # End the implicit transaction so the connection holds only the lock, no snapshot.

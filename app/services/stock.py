@@ -91,7 +91,9 @@ async def write_observations(
     if not latest:
         return result
     now = await database_now(conn)
-    existing = await _lock_existing_rows(conn, marketplace_id=marketplace_id, variation_ids=list(latest))
+    existing = await _lock_existing_rows(
+        conn, marketplace_id=marketplace_id, variation_ids=list(latest)
+    )
 
     upserts: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
@@ -177,10 +179,14 @@ async def write_observations(
         await conn.execute(sa.insert(history_table), history)
     if touched_ids:
         await conn.execute(
-            sa.update(stock_table).where(stock_table.c.id.in_(touched_ids)).values(last_synced_at=now)
+            sa.update(stock_table)
+            .where(stock_table.c.id.in_(touched_ids))
+            .values(last_synced_at=now)
         )
     written = [obs for vid, obs in latest.items() if vid not in result.skipped_variation_ids]
-    await _update_variations(conn, written=written, changed_ids={h["variation_id"] for h in history}, now=now)
+    await _update_variations(
+        conn, written=written, changed_ids={h["variation_id"] for h in history}, now=now
+    )
     return result
 
 
@@ -196,7 +202,10 @@ async def _lock_existing_rows(
         stock_table.c.last_api_quantity,
         stock_table.c.last_synced_at,
         stock_table.c.stock_changed_at,
-    ).where(stock_table.c.marketplace_id == marketplace_id, stock_table.c.variation_id.in_(variation_ids))
+    ).where(
+        stock_table.c.marketplace_id == marketplace_id,
+        stock_table.c.variation_id.in_(variation_ids),
+    )
     if is_mysql(conn):
         # SQLite already holds the database write lock (BEGIN IMMEDIATE).
         query = query.with_for_update()
@@ -261,15 +270,23 @@ async def _update_variations(
     with_sku = {obs.variation_id: obs.sku for obs in written if obs.sku is not None}
     if with_sku:
         values["sku"] = sa.case(with_sku, value=variation_table.c.id, else_=variation_table.c.sku)
-    with_state = {obs.variation_id: obs.publication_state for obs in written if obs.publication_state is not None}
+    with_state = {
+        obs.variation_id: obs.publication_state
+        for obs in written
+        if obs.publication_state is not None
+    }
     if with_state:
-        values["state"] = sa.case(with_state, value=variation_table.c.id, else_=variation_table.c.state)
+        values["state"] = sa.case(
+            with_state, value=variation_table.c.id, else_=variation_table.c.state
+        )
     if changed_ids:
         values["updated_at"] = sa.case(
             (variation_table.c.id.in_(sorted(changed_ids)), sa.literal(now, sa.DateTime())),
             else_=variation_table.c.updated_at,
         )
-    await conn.execute(sa.update(variation_table).where(variation_table.c.id.in_(ids)).values(values))
+    await conn.execute(
+        sa.update(variation_table).where(variation_table.c.id.in_(ids)).values(values)
+    )
 
 
 def _stock_row(row: Any, marketplace_id: int) -> StockRow:

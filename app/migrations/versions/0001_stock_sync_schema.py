@@ -87,13 +87,16 @@ def _add_missing_indexes(bind: sa.Connection, table: sa.Table) -> None:
         if columns in covered or any(existing[: len(columns)] == columns for existing in covered):
             continue
         log.info("adding index %s on %s%s", index.name, table.name, columns)
-        op.create_index(index.name or f"ix_{table.name}_{'_'.join(columns)}", table.name, list(columns))
+        op.create_index(
+            index.name or f"ix_{table.name}_{'_'.join(columns)}", table.name, list(columns)
+        )
     for constraint in table.constraints:
         if isinstance(constraint, sa.UniqueConstraint):
             columns = tuple(column.name for column in constraint.columns)
             if columns not in covered:
                 log.info("adding unique constraint on %s%s", table.name, columns)
-                op.create_unique_constraint(constraint.name, table.name, list(columns))
+                name = constraint.name if isinstance(constraint.name, str) else None
+                op.create_unique_constraint(name, table.name, list(columns))
 
 
 def _extend_enum(bind: sa.Connection, table: str, column: str, wanted: tuple[str, ...]) -> None:
@@ -118,16 +121,22 @@ def _extend_enum(bind: sa.Connection, table: str, column: str, wanted: tuple[str
         # MariaDB reports the default quoted, MySQL unquoted.
         default_sql = " DEFAULT '" + str(default).strip("'").replace("'", "''") + "'"
     log.info("extending enum %s.%s with %s", table, column, missing)
-    bind.execute(sa.text(f"ALTER TABLE `{table}` MODIFY `{column}` ENUM({values}) {null_sql}{default_sql}"))
+    bind.execute(
+        sa.text(f"ALTER TABLE `{table}` MODIFY `{column}` ENUM({values}) {null_sql}{default_sql}")
+    )
 
 
-CHANGED_COLUMNS_MYSQL = "NOT (NEW.listed_stock <=> OLD.listed_stock AND NEW.locked_stock <=> OLD.locked_stock)"
+CHANGED_COLUMNS_MYSQL = (
+    "NOT (NEW.listed_stock <=> OLD.listed_stock AND NEW.locked_stock <=> OLD.locked_stock)"
+)
 
 
 def _create_mysql_change_triggers(bind: sa.Connection) -> None:
     existing = set(
         bind.execute(
-            sa.text("SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE()")
+            sa.text(
+                "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE()"
+            )
         ).scalars()
     )
     statements = {
@@ -149,7 +158,11 @@ def _create_mysql_change_triggers(bind: sa.Connection) -> None:
         except sa.exc.DBAPIError as exc:
             # Without TRIGGER privilege the service still stamps its own writes; only changes
             # made by other applications then go unseen by the newer-value guard.
-            log.warning("could not create trigger %s (%s); other writers' changes go undetected", name, exc.orig)
+            log.warning(
+                "could not create trigger %s (%s); other writers' changes go undetected",
+                name,
+                exc.orig,
+            )
 
 
 def _create_sqlite_change_triggers(bind: sa.Connection) -> None:
@@ -173,12 +186,16 @@ def _create_sqlite_change_triggers(bind: sa.Connection) -> None:
 
 def _ensure_backmarket_marketplace(bind: sa.Connection) -> None:
     marketplace = SQLModel.metadata.tables["marketplace"]
-    row = bind.execute(sa.select(marketplace.c.id, marketplace.c.name).where(marketplace.c.id == 1)).first()
+    row = bind.execute(
+        sa.select(marketplace.c.id, marketplace.c.name).where(marketplace.c.id == 1)
+    ).first()
     if row is not None:
         if row.name != "BackMarket":
             log.warning("marketplace 1 is named %r, not 'BackMarket'; left as it is", row.name)
         return
-    taken = bind.execute(sa.select(marketplace.c.id).where(marketplace.c.name == "BackMarket")).first()
+    taken = bind.execute(
+        sa.select(marketplace.c.id).where(marketplace.c.name == "BackMarket")
+    ).first()
     if taken is not None:
         log.warning("'BackMarket' exists as marketplace %s, not 1; left as it is", taken.id)
         return
