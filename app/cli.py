@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.config import ConfigurationError, Settings, load_settings
+from app.errors import DomainError
+from app.services.container import open_services
 
 log = logging.getLogger("stock_sync")
 
@@ -144,11 +146,52 @@ async def _sync(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _refresh(settings: Settings, args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    from app.services.quantity import refresh_quantity
+
+    async with open_services(settings) as services:
+        try:
+            quantity = await refresh_quantity(
+                engine=services.engine,
+                client=services.backmarket,
+                settings=settings,
+                locks=services.locks,
+                variation_id=args.variation_id,
+                marketplace_id=args.marketplace,
+            )
+        except DomainError as exc:
+            return _report_error(exc)
+    _print_json(quantity.model_dump(mode="json"))
+    return 1 if quantity.stale else 0
 
 
 async def _add_quantity(settings: Settings, args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    from app.services.quantity import add_quantity, check_added_quantity
+
+    async with open_services(settings) as services:
+        try:
+            result = await add_quantity(
+                engine=services.engine,
+                client=services.backmarket,
+                settings=settings,
+                locks=services.locks,
+                variation_id=args.variation_id,
+                quantity=check_added_quantity(args.quantity, limit=settings.add_quantity_limit),
+                marketplace_id=args.marketplace,
+                idempotency_key=args.idempotency_key,
+            )
+        except DomainError as exc:
+            return _report_error(exc)
+    _print_json(result.model_dump(mode="json"))
+    return 0
+
+
+def _report_error(exc: DomainError) -> int:
+    """The same body the HTTP API would answer, on stderr; exit 1."""
+    print(
+        json.dumps({"status": exc.status_code, "detail": exc.detail, **exc.extra}, default=str),
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":
