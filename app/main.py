@@ -15,6 +15,7 @@ from app.errors import install_error_handlers
 from app.routers import health, metrics, sync, variations
 from app.services.container import open_services
 
+
 def create_app(
     settings: Settings | None = None, *, backmarket_http: httpx.AsyncClient | None = None
 ) -> FastAPI:
@@ -26,11 +27,14 @@ def create_app(
         async with open_services(settings, backmarket_http=backmarket_http) as services:
             app.state.services = services
             # -- background work starts here (stale runs closed, scheduler started) --
+            from app.services.scheduler import start_background_sync, stop_background_sync
+
+            await start_background_sync(services)
             try:
                 yield
             finally:
                 # -- background work stops here --
-                pass
+                await stop_background_sync(services)
 
     app = FastAPI(
         title="stock-sync",

@@ -144,6 +144,7 @@ def shared_dir() -> Iterator[Path]:
 
 # --- the service wired to an in-process simulator -------------------------------------------
 
+
 @pytest.fixture
 def simulator_config() -> SimulatorConfig:
     """Override in a test module (or parametrize) for another catalogue or faults."""

@@ -1,0 +1,142 @@
+"""The scheduled bulk sync: one named APScheduler job, every `SYNC_INTERVAL_MINUTES`.
+
+Explicit and visible (the seed's `everySixHours()->at('00:00')` silently ran once a day): an
+interval trigger counted from start-up, its next run time reported by `GET /sync/schedule` and
+`/readyz`. Missed runs coalesce into one, a job never overlaps itself, and the marketplace lock
+makes exactly one of several workers or replicas run each time; the others log and skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from app.errors import Conflict
+from app.models import RunTrigger
+from app.services.bulk_sync import BACKMARKET_MARKETPLACE_ID, BulkSyncRunner, close_stale_runs
+from app.services.container import Services
+from app.services.runs import Run
+
+log = logging.getLogger(__name__)
+
+JOB_ID = "stock_sync:bulk:schedule"
+
+
+async def run_scheduled_sync(
+    *, runner: BulkSyncRunner, marketplace_id: int = BACKMARKET_MARKETPLACE_ID
+) -> Run | None:
+    """The job: one run with trigger `schedule`; None when another run holds the lock."""
+    try:
+        run = await runner.run(marketplace_id=marketplace_id, trigger=RunTrigger.SCHEDULE)
+    except Conflict as busy:
+        # Another worker, replica, the CLI or an API call is syncing: that run covers this slot.
+        log.info("scheduled bulk sync skipped: %s", busy.detail)
+        return None
+    except asyncio.CancelledError:
+        # Shutdown: the runner records the interrupted run as failed; nothing to report here.
+        log.info("scheduled bulk sync interrupted by shutdown")
+        return None
+    log.info("scheduled bulk sync run %d ended %s", run.id, run.status)
+    return run
+
+
+class SyncScheduler:
+    """Owns the AsyncIOScheduler of the process; `start`/`shutdown` run in the app's lifespan."""
+
+    def __init__(
+        self,
+        *,
+        runner: BulkSyncRunner,
+        interval_minutes: int,
+        marketplace_id: int = BACKMARKET_MARKETPLACE_ID,
+    ) -> None:
+        self.runner = runner
+        self.interval_minutes = interval_minutes
+        self.marketplace_id = marketplace_id
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+
+    @property
+    def enabled(self) -> bool:
+        return self.interval_minutes > 0
+
+    def start(self) -> None:
+        """Add the job (none when the interval is 0) and start; needs the running event loop."""
+        if self.enabled:
+            interval = timedelta(minutes=self.interval_minutes)
+            self.scheduler.add_job(
+                run_scheduled_sync,
+                IntervalTrigger(minutes=self.interval_minutes, timezone=UTC),
+                kwargs={"runner": self.runner, "marketplace_id": self.marketplace_id},
+                id=JOB_ID,
+                name="bulk stock sync",
+                coalesce=True,
+                max_instances=1,
+                # A run late by up to one period (a blocked loop, a suspended host) still
+                # happens, once; later than that the next regular slot is soon anyway.
+                misfire_grace_time=int(interval.total_seconds()),
+                replace_existing=True,
+            )
+        self.scheduler.start()
+        log.info("sync schedule: %s", self.describe())
+
+    def shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+
+    def info(self) -> dict[str, Any]:
+        """What `GET /sync/schedule` and `/readyz` show."""
+        job = self.scheduler.get_job(JOB_ID) if self.enabled else None
+        next_run = getattr(job, "next_run_time", None) if job is not None else None
+        return {
+            "enabled": self.enabled,
+            "interval_minutes": self.interval_minutes,
+            "marketplace_id": self.marketplace_id,
+            "job_id": JOB_ID if self.enabled else None,
+            "next_run_at": next_run.astimezone(UTC).isoformat() if next_run else None,
+            "running": self.scheduler.running,
+        }
+
+    def describe(self) -> str:
+        info = self.info()
+        if not info["enabled"]:
+            return "off (SYNC_INTERVAL_MINUTES=0)"
+        return f"every {self.interval_minutes} min, next at {info['next_run_at']}"
+
+
+async def start_background_sync(services: Services) -> None:
+    """Lifespan start: the run keeper, dead runs closed, the schedule started and made visible."""
+    runner = BulkSyncRunner(
+        engine=services.engine,
+        client=services.backmarket,
+        settings=services.settings,
+        locks=services.locks,
+    )
+    services.extras["bulk_sync_runner"] = runner
+    try:
+        await close_stale_runs(engine=services.engine, locks=services.locks)
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        # Start anyway so /readyz can say what is wrong; the next run closes dead runs of its
+        # marketplace when it takes the lock.
+        log.warning("could not close stale bulk sync runs at start-up: %s", exc)
+    scheduler = SyncScheduler(
+        runner=runner, interval_minutes=services.settings.sync_interval_minutes
+    )
+    scheduler.start()
+    services.extras["sync_scheduler"] = scheduler
+    services.extras["schedule_info"] = scheduler.info
+
+
+async def stop_background_sync(services: Services) -> None:
+    """Lifespan stop: no new scheduled run, then the runs still going end as `failed`."""
+    scheduler: SyncScheduler | None = services.extras.pop("sync_scheduler", None)
+    if scheduler is not None:
+        scheduler.shutdown()
+    runner: BulkSyncRunner | None = services.extras.get("bulk_sync_runner")
+    if runner is not None:
+        await runner.shutdown()

@@ -1,0 +1,48 @@
+"""Fixtures for the bulk sync tests: the service against the in-process simulator, tuned so the
+client never paces or backs off (tests assert behaviour, not timing)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.services.bulk_sync import BulkSyncRunner
+from app.services.locks import NamedLocks
+from simulator.config import SimulatorConfig
+
+
+@pytest.fixture
+def listings() -> int:
+    """Listings in the simulator's catalogue; parametrize `listings` to change it."""
+    return 120  # three pages of 50 per market
+
+
+@pytest.fixture
+def simulator_config(listings: int) -> SimulatorConfig:
+    return SimulatorConfig(listings=listings, seed=7, markets=("fr-fr", "de-de", "es-es"))
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {"backmarket_requests_per_10s": 10_000, "backmarket_max_attempts": 2}
+
+
+@pytest.fixture
+async def service(service: Any) -> Any:
+    """The conftest service with the client's retry backoff shrunk to nothing."""
+    client = service.app.state.services.backmarket
+    client.backoff_base_seconds = 0.0
+    client.backoff_cap_seconds = 0.0
+    return service
+
+
+@pytest.fixture
+def runner(service: Any) -> BulkSyncRunner:
+    found: BulkSyncRunner = service.app.state.services.extras["bulk_sync_runner"]
+    return found
+
+
+@pytest.fixture
+def locks(engine: Any) -> NamedLocks:
+    return NamedLocks(engine)

@@ -1,0 +1,99 @@
+"""The scheduled bulk sync: its next run time, its job options, what a run of it does."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from app.services.bulk_sync import BulkSyncRunner, bulk_lock_name
+from app.services.scheduler import JOB_ID, SyncScheduler, run_scheduled_sync
+from tests.sync.support import scalar, wait_for_run
+
+SIX_HOURS = {"backmarket_requests_per_10s": 10_000, "sync_interval_minutes": 360}
+
+
+def scheduler_of(service: Any) -> SyncScheduler:
+    scheduler: SyncScheduler = service.app.state.services.extras["sync_scheduler"]
+    return scheduler
+
+
+@pytest.fixture
+def before_start() -> datetime:
+    return datetime.now(UTC)
+
+
+@pytest.mark.parametrize("settings_overrides", [SIX_HOURS])
+async def test_next_scheduled_run_is_one_interval_after_start_and_visible(
+    before_start: datetime, service: Any
+) -> None:
+    after_start = datetime.now(UTC)
+
+    schedule = (await service.http.get("/sync/schedule")).json()
+    ready = (await service.http.get("/readyz")).json()
+
+    next_run = datetime.fromisoformat(schedule["next_run_at"])
+    assert before_start + timedelta(hours=6) <= next_run <= after_start + timedelta(hours=6)
+    assert schedule["enabled"] is True
+    assert schedule["interval_minutes"] == 360
+    assert schedule["job_id"] == JOB_ID
+    assert ready["schedule"]["next_run_at"] == schedule["next_run_at"]
+
+
+async def test_interval_zero_turns_the_schedule_off(service: Any) -> None:
+    schedule = (await service.http.get("/sync/schedule")).json()
+
+    assert schedule["enabled"] is False
+    assert schedule["next_run_at"] is None
+    assert scheduler_of(service).scheduler.get_jobs() == []
+
+
+@pytest.mark.parametrize("settings_overrides", [SIX_HOURS])
+async def test_scheduled_job_coalesces_missed_runs_and_never_overlaps_itself(service: Any) -> None:
+    job = scheduler_of(service).scheduler.get_job(JOB_ID)
+
+    assert job.coalesce is True
+    assert job.max_instances == 1
+    assert job.misfire_grace_time == 6 * 3600
+    assert job.trigger.interval == timedelta(hours=6)
+
+
+@pytest.mark.parametrize("settings_overrides", [SIX_HOURS])
+async def test_due_scheduled_job_runs_a_sync_with_the_schedule_trigger_then_waits_an_interval(
+    service: Any,
+) -> None:
+    scheduler = scheduler_of(service).scheduler
+    scheduler.modify_job(JOB_ID, next_run_time=datetime.now(UTC))
+    scheduler.wakeup()
+
+    async def first_run() -> dict[str, Any]:
+        for _ in range(2000):
+            runs = (await service.http.get("/sync/runs")).json()["runs"]
+            if runs:
+                return runs[0]
+            await asyncio.sleep(0.005)
+        raise AssertionError("the scheduled job never started a run")
+
+    run = await wait_for_run(service, (await first_run())["id"])
+
+    assert run["trigger"] == "schedule"
+    assert run["status"] == "completed"
+    next_run = datetime.fromisoformat(
+        (await service.http.get("/sync/schedule")).json()["next_run_at"]
+    )
+    assert next_run > datetime.now(UTC) + timedelta(hours=5)
+
+
+async def test_scheduled_run_is_skipped_not_failed_while_another_run_holds_the_lock(
+    service: Any, runner: BulkSyncRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    locks = service.app.state.services.locks
+    async with locks.hold(bulk_lock_name(1, engine=service.engine), timeout=0):
+        with caplog.at_level("INFO", logger="app.services.scheduler"):
+            run = await run_scheduled_sync(runner=runner)
+
+    assert run is None
+    assert "scheduled bulk sync skipped" in caplog.text
+    assert await scalar(service.engine, "SELECT COUNT(*) FROM stock_sync_logs") == 0
