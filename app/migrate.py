@@ -10,6 +10,7 @@ from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import is_mysql
+from app.services.locks import engine_lock_name
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 MIGRATION_LOCK = "stock_sync:migrate"
@@ -28,7 +29,10 @@ async def run_migrations(engine: AsyncEngine) -> None:
         if is_mysql(conn):
             # Several replicas starting together must not run the same DDL twice.
             got = (
-                await conn.execute(sa.text("SELECT GET_LOCK(:name, 120)"), {"name": MIGRATION_LOCK})
+                await conn.execute(
+                    sa.text("SELECT GET_LOCK(:name, 120)"),
+                    {"name": engine_lock_name(MIGRATION_LOCK, conn)},
+                )
             ).scalar()
             if got != 1:
                 raise RuntimeError("another process has held the migration lock for 120 s")
@@ -38,5 +42,8 @@ async def run_migrations(engine: AsyncEngine) -> None:
             await conn.commit()
         finally:
             if is_mysql(conn):
-                await conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": MIGRATION_LOCK})
+                await conn.execute(
+                    sa.text("SELECT RELEASE_LOCK(:name)"),
+                    {"name": engine_lock_name(MIGRATION_LOCK, conn)},
+                )
                 await conn.commit()

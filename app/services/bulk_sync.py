@@ -26,7 +26,6 @@ How a run goes:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import socket
@@ -55,7 +54,7 @@ from app.services.backmarket import (
     ListingPage,
 )
 from app.services.container import open_services
-from app.services.locks import MAX_LOCK_NAME, HeldLock, LockBusy, NamedLocks
+from app.services.locks import HeldLock, LockBusy, NamedLocks
 from app.services.runs import Run
 from app.services.stock import StockObservation, StockWriteResult, write_observations
 
@@ -102,21 +101,9 @@ marketplace_table = table_of(Marketplace)
 ProgressCallback = Callable[[Run], None]
 
 
-def bulk_lock_name(marketplace_id: int, *, engine: AsyncEngine | None = None) -> str:
-    """`stock_sync:bulk:<marketplace>`, scoped to the database on MySQL/MariaDB.
-
-    GET_LOCK names are global to the server, so two databases on one server (production and
-    staging, or test databases) would otherwise block each other's runs.
-    """
-    name = f"stock_sync:bulk:{marketplace_id}"
-    database = engine.url.database if engine is not None and is_mysql(engine) else None
-    if not database:
-        return name
-    scoped = f"{name}@{database}"
-    if len(scoped) > MAX_LOCK_NAME:
-        digest = hashlib.sha1(database.encode()).hexdigest()[:16]
-        scoped = f"{name}@{digest}"
-    return scoped
+def bulk_lock_name(marketplace_id: int) -> str:
+    """`stock_sync:bulk:<marketplace>`; NamedLocks scopes it to the database on the server."""
+    return f"stock_sync:bulk:{marketplace_id}"
 
 
 # -- the database clock ------------------------------------------------------------------------
@@ -259,7 +246,7 @@ async def close_stale_runs(*, engine: AsyncEngine, locks: NamedLocks) -> list[in
     closed: list[int] = []
     for marketplace_id in await runs.marketplaces_with_running_runs(engine):
         try:
-            async with locks.hold(bulk_lock_name(marketplace_id, engine=engine), timeout=0):
+            async with locks.hold(bulk_lock_name(marketplace_id), timeout=0):
                 async with transaction(engine) as conn:
                     closed += await _close_dead_runs(
                         conn, engine=engine, marketplace_id=marketplace_id
@@ -312,7 +299,7 @@ async def run_bulk_sync(
     async with AsyncExitStack() as stack:
         try:
             held = await stack.enter_async_context(
-                locks.hold(bulk_lock_name(marketplace_id, engine=engine), timeout=0)
+                locks.hold(bulk_lock_name(marketplace_id), timeout=0)
             )
         except LockBusy:
             raise await _busy_conflict(engine, marketplace_id=marketplace_id) from None

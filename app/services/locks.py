@@ -10,6 +10,7 @@ SQLite (the embedded, single-process default): an in-process `asyncio.Lock` per 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,6 +22,35 @@ from app.db import is_mysql
 
 # MySQL limits lock names to 64 characters.
 MAX_LOCK_NAME = 64
+# Room left for the "@<database>" suffix that scopes a lock name to its database.
+MAX_BASE_NAME = 40
+
+
+def server_lock_name(name: str, *, database: str | None) -> str:
+    """The name a lock has on the database server: `<name>@<database>`.
+
+    GET_LOCK names are global to the whole server, so without the database in the name two
+    databases on one server (production and staging, or test databases) would block each
+    other. A long database name is replaced by a digest to stay within 64 characters.
+    """
+    if len(name) > MAX_BASE_NAME:
+        raise ValueError(f"lock name longer than {MAX_BASE_NAME} characters: {name!r}")
+    if not database:
+        return name
+    scoped = f"{name}@{database}"
+    if len(scoped) > MAX_LOCK_NAME:
+        scoped = f"{name}@{hashlib.sha1(database.encode()).hexdigest()[:16]}"
+    return scoped
+
+
+def engine_lock_name(name: str, engine: AsyncEngine | AsyncConnection) -> str:
+    """`server_lock_name` for the database this engine or connection works on."""
+    return server_lock_name(name, database=engine.engine.url.database if is_mysql(engine) else None)
+
+
+# SQLite locks live in the process: shared by every NamedLocks of one database file, so an
+# API run and a CLI run in the same process exclude each other too.
+_local_locks: dict[tuple[str, str], _LocalLock] = {}
 
 
 class LockBusy(Exception):
@@ -67,26 +97,31 @@ class NamedLocks:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._mysql = is_mysql(engine)
-        self._local: dict[str, _LocalLock] = {}
+
+    def server_name(self, name: str) -> str:
+        """The lock's name on the database server (scoped to this database)."""
+        return engine_lock_name(name, self._engine)
 
     @asynccontextmanager
     async def hold(self, name: str, *, timeout: float) -> AsyncIterator[HeldLock]:
-        if len(name) > MAX_LOCK_NAME:
-            raise ValueError(f"lock name longer than {MAX_LOCK_NAME} characters: {name!r}")
         if self._mysql:
-            async with self._hold_mysql(name, timeout) as held:
+            async with self._hold_mysql(self.server_name(name), timeout) as held:
                 yield held
         else:
             async with self._hold_local(name, timeout) as held:
                 yield held
 
     def is_held_locally(self, name: str) -> bool:
-        entry = self._local.get(name)
+        entry = _local_locks.get(self._local_key(name))
         return entry is not None and entry.lock.locked()
+
+    def _local_key(self, name: str) -> tuple[str, str]:
+        return (self._engine.url.render_as_string(hide_password=True), name)
 
     @asynccontextmanager
     async def _hold_local(self, name: str, timeout: float) -> AsyncIterator[HeldLock]:
-        entry = self._local.setdefault(name, _LocalLock())
+        key = self._local_key(name)
+        entry = _local_locks.setdefault(key, _LocalLock())
         entry.users += 1
         try:
             if timeout <= 0:
@@ -105,7 +140,7 @@ class NamedLocks:
         finally:
             entry.users -= 1
             if entry.users == 0:
-                self._local.pop(name, None)
+                _local_locks.pop(key, None)
 
     @asynccontextmanager
     async def _hold_mysql(self, name: str, timeout: float) -> AsyncIterator[HeldLock]:

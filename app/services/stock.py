@@ -27,8 +27,9 @@ stock_table = table_of(MarketplaceStock)
 history_table = table_of(MarketplaceStockHistory)
 variation_table = table_of(Variation)
 
-# Rows per multi-row upsert statement: 10 parameters a row stays far below SQLite's 32,766.
-UPSERT_CHUNK = 1000
+# Variations per set of statements: the upsert's 10 parameters a row and the variation
+# UPDATE's CASE lists stay far below SQLite's limit of 32,766 parameters a statement.
+WRITE_CHUNK = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +86,46 @@ async def write_observations(
     notes: str | None = None,
     dry_run: bool = False,
 ) -> StockWriteResult:
-    """Apply observations to `marketplace_stock` and `variation` inside the caller's transaction."""
-    result = StockWriteResult()
+    """Apply observations to `marketplace_stock` and `variation` inside the caller's transaction.
+
+    Of several observations of one variation the last wins. Large inputs are written in
+    chunks of WRITE_CHUNK variations, each still set-based.
+    """
     latest = {obs.variation_id: obs for obs in observations}
-    if not latest:
-        return result
+    result = StockWriteResult()
+    pending = list(latest.values())
+    for start in range(0, len(pending), WRITE_CHUNK):
+        chunk = await _write_chunk(
+            conn,
+            marketplace_id=marketplace_id,
+            latest={obs.variation_id: obs for obs in pending[start : start + WRITE_CHUNK]},
+            change_type=change_type,
+            sync_run_id=sync_run_id,
+            idempotency_key=idempotency_key,
+            notes=notes,
+            dry_run=dry_run,
+        )
+        result.updated += chunk.updated
+        result.unchanged += chunk.unchanged
+        result.skipped_newer += chunk.skipped_newer
+        result.created += chunk.created
+        result.rows.update(chunk.rows)
+        result.skipped_variation_ids |= chunk.skipped_variation_ids
+    return result
+
+
+async def _write_chunk(
+    conn: AsyncConnection,
+    *,
+    marketplace_id: int,
+    latest: dict[int, StockObservation],
+    change_type: ChangeType,
+    sync_run_id: int | None,
+    idempotency_key: str | None,
+    notes: str | None,
+    dry_run: bool,
+) -> StockWriteResult:
+    result = StockWriteResult()
     now = await database_now(conn)
     existing = await _lock_existing_rows(
         conn, marketplace_id=marketplace_id, variation_ids=list(latest)
@@ -172,8 +208,8 @@ async def write_observations(
     if dry_run:
         return result
 
-    for start in range(0, len(upserts), UPSERT_CHUNK):
-        await conn.execute(_upsert_statement(conn, upserts[start : start + UPSERT_CHUNK]))
+    if upserts:
+        await conn.execute(_upsert_statement(conn, upserts))
     if history:
         await _fill_new_history_row_ids(conn, marketplace_id=marketplace_id, history=history)
         await conn.execute(sa.insert(history_table), history)

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db import database_now, is_mysql
 from app.models import ListingUpdateBudget, table_of
+from app.services.locks import engine_lock_name
 
 updates_table = table_of(ListingUpdateBudget)
 
@@ -151,7 +152,7 @@ async def _get_budget_lock(conn: AsyncConnection) -> None:
     got = (
         await conn.execute(
             sa.text("SELECT GET_LOCK(:name, :timeout)"),
-            {"name": BUDGET_LOCK, "timeout": BUDGET_LOCK_TIMEOUT_SECONDS},
+            {"name": engine_lock_name(BUDGET_LOCK, conn), "timeout": BUDGET_LOCK_TIMEOUT_SECONDS},
         )
     ).scalar()
     # End the implicit transaction so the count below sees every committed reservation.
@@ -164,7 +165,9 @@ async def _get_budget_lock(conn: AsyncConnection) -> None:
 
 async def _release_budget_lock(conn: AsyncConnection) -> None:
     try:
-        await conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": BUDGET_LOCK})
+        await conn.execute(
+            sa.text("SELECT RELEASE_LOCK(:name)"), {"name": engine_lock_name(BUDGET_LOCK, conn)}
+        )
         await conn.commit()
     except sa.exc.DBAPIError:
         # The server frees a dead connection's locks; keep it out of the pool.

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from app.config import Settings
 from app.models import RunTrigger
 from app.services.bulk_sync import SnapshotClock, VariationIdSet, bulk_lock_name, run_bulk_sync
-from app.services.locks import NamedLocks
+from app.services.locks import NamedLocks, engine_lock_name
 from tests.sync.support import (
     ScriptedFeed,
     add_stock,
@@ -514,7 +514,7 @@ async def test_losing_the_database_lock_stops_the_run_as_failed(service: Any) ->
         holder = (
             await conn.execute(
                 sa.text("SELECT IS_USED_LOCK(:name)"),
-                {"name": bulk_lock_name(1, engine=service.engine)},
+                {"name": engine_lock_name(bulk_lock_name(1), service.engine)},
             )
         ).scalar()
         await conn.execute(sa.text(f"KILL {int(holder)}"))
@@ -523,9 +523,7 @@ async def test_losing_the_database_lock_stops_the_run_as_failed(service: Any) ->
 
     assert finished["status"] == "failed"
     assert finished["errors"][-1]["kind"] == "lock_lost"
-    async with NamedLocks(service.engine).hold(
-        bulk_lock_name(1, engine=service.engine), timeout=0
-    ) as held:
+    async with NamedLocks(service.engine).hold(bulk_lock_name(1), timeout=0) as held:
         assert await held.still_held()
 
 

@@ -90,7 +90,7 @@ async def test_scheduled_run_is_skipped_not_failed_while_another_run_holds_the_l
     service: Any, runner: BulkSyncRunner, caplog: pytest.LogCaptureFixture
 ) -> None:
     locks = service.app.state.services.locks
-    async with locks.hold(bulk_lock_name(1, engine=service.engine), timeout=0):
+    async with locks.hold(bulk_lock_name(1), timeout=0):
         with caplog.at_level("INFO", logger="app.services.scheduler"):
             run = await run_scheduled_sync(runner=runner)
 

@@ -244,9 +244,7 @@ async def test_run_of_a_live_process_is_left_running_at_start_up(
             # Another server runs it and holds the database lock, so start-up cannot take it.
             other = create_engine(engine.url.render_as_string(hide_password=False))
             stack.push_async_callback(other.dispose)
-            await stack.enter_async_context(
-                NamedLocks(other).hold(bulk_lock_name(1, engine=engine), timeout=0)
-            )
+            await stack.enter_async_context(NamedLocks(other).hold(bulk_lock_name(1), timeout=0))
             owner = "another-server:1"
         else:
             # SQLite's lock is per process: a live process on this host (the CLI) runs it.
