@@ -65,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The client logs every request itself (at DEBUG); httpx's own INFO line per request is noise.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.command == "simulator":
         return _run_simulator(args)
     try:
@@ -142,7 +144,31 @@ async def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 async def _sync(settings: Settings, args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    from app.services.bulk_sync import run_bulk_sync_cli
+    from app.services.runs import Run
+
+    def progress(run: Run) -> None:
+        expected = run.pages_expected or "?"
+        print(
+            f"run {run.id}: pages {run.pages_fetched}/{expected}, listings {run.listings_seen}, "
+            f"updated {run.updated}, unchanged {run.unchanged}, skipped_newer {run.skipped_newer}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        run = await run_bulk_sync_cli(
+            settings,
+            marketplace_id=args.marketplace,
+            dry_run=args.dry_run,
+            import_unknown=args.import_unknown,
+            progress=progress,
+        )
+    except DomainError as exc:
+        return _report_error(exc)
+    _print_json({"run": run.model_dump(mode="json")})
+    # A partial or failed run must fail the cron job that started it.
+    return 0 if run.status == "completed" else 1
 
 
 async def _refresh(settings: Settings, args: argparse.Namespace) -> int:
