@@ -766,8 +766,10 @@ class BackMarketClient:
         self, market: str, page_numbers: Sequence[int], *, page_size: int, workers: int
     ) -> AsyncGenerator[tuple[int, _RawPage | BackMarketError], None]:
         """Fetch the pages with `workers` concurrent fetchers; yield each outcome as it lands."""
+        # Bounded: when the caller writes slower than pages arrive, fetchers wait instead of
+        # piling the catalogue up in memory.
         arrivals: asyncio.Queue[tuple[int, _RawPage | BackMarketError | Exception]] = (
-            asyncio.Queue()
+            asyncio.Queue(maxsize=workers)
         )
         numbers = iter(page_numbers)
 
