@@ -768,8 +768,8 @@ class BackMarketClient:
         """Fetch the pages with `workers` concurrent fetchers; yield each outcome as it lands."""
         # Bounded: when the caller writes slower than pages arrive, fetchers wait instead of
         # piling the catalogue up in memory.
-        arrivals: asyncio.Queue[tuple[int, _RawPage | BackMarketError | Exception]] = (
-            asyncio.Queue(maxsize=workers)
+        arrivals: asyncio.Queue[tuple[int, _RawPage | BackMarketError | Exception]] = asyncio.Queue(
+            maxsize=workers
         )
         numbers = iter(page_numbers)
 
