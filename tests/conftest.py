@@ -173,8 +173,12 @@ class ServiceHarness:
 
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
-    """Override in a test module to change the service's settings."""
-    return {}
+    """Override in a test module to change the service's settings.
+
+    By default: two attempts, so "after the client's retries" is exercised quickly, and a
+    request budget far above what tests send, so the client never paces them.
+    """
+    return {"backmarket_requests_per_10s": 10_000, "backmarket_max_attempts": 2}
 
 
 @pytest.fixture
@@ -193,6 +197,9 @@ async def service(
     )
     app = create_app(settings, backmarket_http=backmarket_http)
     async with LifespanManager(app):
+        # Tests assert behaviour, never timing: retries go at once.
+        app.state.services.backmarket.backoff_base_seconds = 0.0
+        app.state.services.backmarket.backoff_cap_seconds = 0.0
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://stock-sync.test"
         ) as http:

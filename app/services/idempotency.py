@@ -162,30 +162,36 @@ async def mark_sending(
     engine: AsyncEngine, *, key: str, previous_quantity: int, target_quantity: int
 ) -> None:
     """Written just before the update is sent: from here on the outcome must be checked."""
-    async with engine.begin() as conn:
-        await conn.execute(
-            sa.update(keys_table)
-            .where(keys_table.c.idempotency_key == key)
-            .values(
-                status=KeyStatus.IN_PROGRESS.value,
-                previous_quantity=previous_quantity,
-                target_quantity=target_quantity,
-            )
-        )
+    await _set_outcome_state(
+        engine,
+        key=key,
+        status=KeyStatus.IN_PROGRESS,
+        previous=previous_quantity,
+        target=target_quantity,
+    )
 
 
 async def mark_unknown(
     engine: AsyncEngine, *, key: str, previous_quantity: int, target_quantity: int
 ) -> None:
+    """The update was sent and no answer came: a retry must look before sending again."""
+    await _set_outcome_state(
+        engine,
+        key=key,
+        status=KeyStatus.UNKNOWN,
+        previous=previous_quantity,
+        target=target_quantity,
+    )
+
+
+async def _set_outcome_state(
+    engine: AsyncEngine, *, key: str, status: KeyStatus, previous: int, target: int
+) -> None:
     async with engine.begin() as conn:
         await conn.execute(
             sa.update(keys_table)
             .where(keys_table.c.idempotency_key == key)
-            .values(
-                status=KeyStatus.UNKNOWN.value,
-                previous_quantity=previous_quantity,
-                target_quantity=target_quantity,
-            )
+            .values(status=status.value, previous_quantity=previous, target_quantity=target)
         )
 
 

@@ -25,21 +25,5 @@ def simulator_config() -> SimulatorConfig:
 
 
 @pytest.fixture
-def settings_overrides() -> dict[str, Any]:
-    # Two attempts so that "after the client's retries" is exercised; a request budget far
-    # above what the tests send so the client never paces them.
-    return {"backmarket_requests_per_10s": 10_000, "backmarket_max_attempts": 2}
-
-
-@pytest.fixture
-async def quantity_service(service: Any) -> Any:
-    """The service with the client's retry backoff shrunk to nothing (tests assert no timing)."""
-    client = service.app.state.services.backmarket
-    client.backoff_base_seconds = 0.0
-    client.backoff_cap_seconds = 0.0
-    return service
-
-
-@pytest.fixture
-async def listing(quantity_service: Any) -> LinkedListing:
-    return await add_linked_listing(quantity_service, variation_id=VARIATION_ID)
+async def listing(service: Any) -> LinkedListing:
+    return await add_linked_listing(service, variation_id=VARIATION_ID)

@@ -42,15 +42,11 @@ def add_path(variation_id: int) -> str:
 
 
 async def test_add_quantity_sends_live_quantity_plus_n_and_records_back_markets_answer(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    await seed_stock(
-        quantity_service.engine, variation_id=listing.variation_id, quantity=2, locked=1
-    )
+    await seed_stock(service.engine, variation_id=listing.variation_id, quantity=2, locked=1)
 
-    response = await quantity_service.http.post(
-        add_path(listing.variation_id), json={"quantity": 3}
-    )
+    response = await service.http.post(add_path(listing.variation_id), json={"quantity": 3})
 
     assert response.status_code == 200
     body = response.json()
@@ -65,14 +61,14 @@ async def test_add_quantity_sends_live_quantity_plus_n_and_records_back_markets_
         "variation_listed_stock": START_QUANTITY + 3,
         "idempotent_replay": False,
     }
-    assert quantity_service.simulator.quantity_of(listing.id) == START_QUANTITY + 3
-    assert [call["body"] for call in update_calls(quantity_service.simulator)] == [
+    assert service.simulator.quantity_of(listing.id) == START_QUANTITY + 3
+    assert [call["body"] for call in update_calls(service.simulator)] == [
         {"quantity": START_QUANTITY + 3}
     ]
-    row = await stock_row(quantity_service.engine, listing.variation_id)
+    row = await stock_row(service.engine, listing.variation_id)
     assert (row["listed_stock"], row["locked_stock"], row["available_stock"]) == (8, 1, 7)
-    assert (await variation_row(quantity_service.engine, listing.variation_id))["listed_stock"] == 8
-    last = (await history_rows(quantity_service.engine, listing.variation_id))[-1]
+    assert (await variation_row(service.engine, listing.variation_id))["listed_stock"] == 8
+    last = (await history_rows(service.engine, listing.variation_id))[-1]
     assert last["change_type"] == ChangeType.ADD_QUANTITY.value
     assert (last["listed_stock_before"], last["listed_stock_after"], last["quantity_change"]) == (
         2,
@@ -83,34 +79,30 @@ async def test_add_quantity_sends_live_quantity_plus_n_and_records_back_markets_
 
 
 async def test_negative_quantity_removes_stock_on_back_market(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    response = await quantity_service.http.post(
-        add_path(listing.variation_id), json={"quantity": -5}
-    )
+    response = await service.http.post(add_path(listing.variation_id), json={"quantity": -5})
 
     assert response.status_code == 200
     assert response.json()["quantity"] == 0
-    assert quantity_service.simulator.quantity_of(listing.id) == 0
-    assert (await stock_row(quantity_service.engine, listing.variation_id))["listed_stock"] == 0
+    assert service.simulator.quantity_of(listing.id) == 0
+    assert (await stock_row(service.engine, listing.variation_id))["listed_stock"] == 0
 
 
 async def test_result_below_zero_is_409_and_sends_no_update(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    response = await quantity_service.http.post(
-        add_path(listing.variation_id), json={"quantity": -6}
-    )
+    response = await service.http.post(add_path(listing.variation_id), json={"quantity": -6})
 
     assert response.status_code == 409
     body = response.json()
     assert "nothing was sent" in body["detail"]
     assert body["current_quantity"] == START_QUANTITY
-    assert update_calls(quantity_service.simulator) == []
-    assert quantity_service.simulator.quantity_of(listing.id) == START_QUANTITY
-    assert await stock_row(quantity_service.engine, listing.variation_id) is None
+    assert update_calls(service.simulator) == []
+    assert service.simulator.quantity_of(listing.id) == START_QUANTITY
+    assert await stock_row(service.engine, listing.variation_id) is None
     # The budget slot reserved for it was given back.
-    assert await budget_rows(quantity_service.engine) == 0
+    assert await budget_rows(service.engine) == 0
 
 
 INVALID_BODIES = {
@@ -131,36 +123,32 @@ INVALID_BODIES = {
 
 @pytest.mark.parametrize("case", sorted(INVALID_BODIES))
 async def test_invalid_body_is_422_with_a_message_and_sends_nothing(
-    quantity_service: Any, listing: LinkedListing, case: str
+    service: Any, listing: LinkedListing, case: str
 ) -> None:
-    response = await quantity_service.http.post(
-        add_path(listing.variation_id), json=INVALID_BODIES[case]
-    )
+    response = await service.http.post(add_path(listing.variation_id), json=INVALID_BODIES[case])
 
     assert response.status_code == 422
     assert response.json()["detail"]
-    assert requests_sent(quantity_service.simulator) == 0
+    assert requests_sent(service.simulator) == 0
 
 
 async def test_body_that_is_not_json_is_422_and_sends_nothing(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    response = await quantity_service.http.post(
+    response = await service.http.post(
         add_path(listing.variation_id),
         content=b"quantity=5",
         headers={"content-type": "application/json"},
     )
 
     assert response.status_code == 422
-    assert requests_sent(quantity_service.simulator) == 0
+    assert requests_sent(service.simulator) == 0
 
 
 async def test_limit_comes_from_settings_and_is_named_in_the_message(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    response = await quantity_service.http.post(
-        add_path(listing.variation_id), json={"quantity": 10_001}
-    )
+    response = await service.http.post(add_path(listing.variation_id), json={"quantity": 10_001})
 
     assert response.status_code == 422
     assert response.json()["detail"] == (
@@ -169,167 +157,149 @@ async def test_limit_comes_from_settings_and_is_named_in_the_message(
 
 
 async def test_add_quantity_to_an_unknown_variation_is_404_and_sends_nothing(
-    quantity_service: Any,
+    service: Any,
 ) -> None:
-    response = await quantity_service.http.post(add_path(999), json={"quantity": 1})
+    response = await service.http.post(add_path(999), json={"quantity": 1})
 
     assert response.status_code == 404
-    assert requests_sent(quantity_service.simulator) == 0
+    assert requests_sent(service.simulator) == 0
 
 
 async def test_add_quantity_without_back_market_reference_is_409_and_sends_nothing(
-    quantity_service: Any,
+    service: Any,
 ) -> None:
-    await insert_variation(
-        quantity_service.engine, variation_id=9, reference_id=None, reference_uuid=None
-    )
+    await insert_variation(service.engine, variation_id=9, reference_id=None, reference_uuid=None)
 
-    response = await quantity_service.http.post(add_path(9), json={"quantity": 1})
+    response = await service.http.post(add_path(9), json={"quantity": 1})
 
     assert response.status_code == 409
     assert response.json()["reason"] == "no_reference"
-    assert requests_sent(quantity_service.simulator) == 0
+    assert requests_sent(service.simulator) == 0
 
 
 async def test_add_quantity_on_a_marketplace_without_client_is_422_and_sends_nothing(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    response = await quantity_service.http.post(
+    response = await service.http.post(
         add_path(listing.variation_id), params={"marketplace_id": 4}, json={"quantity": 1}
     )
 
     assert response.status_code == 422
-    assert requests_sent(quantity_service.simulator) == 0
+    assert requests_sent(service.simulator) == 0
 
 
 async def test_fifty_concurrent_additions_of_one_all_land_in_back_market_and_in_the_database(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
     responses = await asyncio.gather(
         *(
-            quantity_service.http.post(add_path(listing.variation_id), json={"quantity": 1})
+            service.http.post(add_path(listing.variation_id), json={"quantity": 1})
             for _ in range(50)
         )
     )
 
     assert [r.status_code for r in responses] == [200] * 50
-    assert quantity_service.simulator.quantity_of(listing.id) == START_QUANTITY + 50
-    assert len(update_calls(quantity_service.simulator)) == 50
+    assert service.simulator.quantity_of(listing.id) == START_QUANTITY + 50
+    assert len(update_calls(service.simulator)) == 50
     # Serialised: each one read what the one before it wrote.
     assert sorted(r.json()["previous_quantity"] for r in responses) == list(
         range(START_QUANTITY, START_QUANTITY + 50)
     )
-    row = await stock_row(quantity_service.engine, listing.variation_id)
+    row = await stock_row(service.engine, listing.variation_id)
     assert row["listed_stock"] == START_QUANTITY + 50
-    assert (await variation_row(quantity_service.engine, listing.variation_id))["listed_stock"] == (
+    assert (await variation_row(service.engine, listing.variation_id))["listed_stock"] == (
         START_QUANTITY + 50
     )
-    history = await history_rows(quantity_service.engine, listing.variation_id)
+    history = await history_rows(service.engine, listing.variation_id)
     assert len(history) == 50
     assert all(h["change_type"] == ChangeType.ADD_QUANTITY.value for h in history)
 
 
 async def test_another_variation_is_not_held_up_by_a_running_addition(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    other = await add_linked_listing(quantity_service, variation_id=202)
-    hold = quantity_service.simulator.hold(f"/ws/listings/{listing.id}", method="GET")
+    other = await add_linked_listing(service, variation_id=202)
+    hold = service.simulator.hold(f"/ws/listings/{listing.id}", method="GET")
     parked = asyncio.create_task(
-        quantity_service.http.post(add_path(listing.variation_id), json={"quantity": 1})
+        service.http.post(add_path(listing.variation_id), json={"quantity": 1})
     )
-    await quantity_service.simulator.wait_held(hold)
+    await service.simulator.wait_held(hold)
 
     # The first addition holds its variation's lock, parked inside Back Market.
-    response = await quantity_service.http.post(add_path(other.variation_id), json={"quantity": 2})
+    response = await service.http.post(add_path(other.variation_id), json={"quantity": 2})
 
     assert response.status_code == 200
-    assert quantity_service.simulator.quantity_of(other.id) == START_QUANTITY + 2
+    assert service.simulator.quantity_of(other.id) == START_QUANTITY + 2
     assert not parked.done()
-    quantity_service.simulator.release(hold)
+    service.simulator.release(hold)
     assert (await parked).status_code == 200
 
 
 async def test_read_failure_is_502_and_sends_no_update(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    quantity_service.simulator.fail_next(
-        f"/ws/listings/{listing.id}", count=2, kind="503", method="GET"
-    )
+    service.simulator.fail_next(f"/ws/listings/{listing.id}", count=2, kind="503", method="GET")
 
-    response = await quantity_service.http.post(
-        add_path(listing.variation_id), json={"quantity": 1}
-    )
+    response = await service.http.post(add_path(listing.variation_id), json={"quantity": 1})
 
     assert response.status_code == 502
     assert "nothing was recorded as applied" in response.json()["detail"]
-    assert update_calls(quantity_service.simulator) == []
-    assert await budget_rows(quantity_service.engine) == 0
+    assert update_calls(service.simulator) == []
+    assert await budget_rows(service.engine) == 0
 
 
 async def test_update_refused_by_back_market_is_502_and_records_nothing(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
     # A Cloudflare challenge stops the POST at the edge, on every attempt.
-    quantity_service.simulator.fail_next(
+    service.simulator.fail_next(
         f"/ws/listings/{listing.id}", count=2, kind="html403", method="POST"
     )
 
-    response = await quantity_service.http.post(
-        add_path(listing.variation_id), json={"quantity": 1}
-    )
+    response = await service.http.post(add_path(listing.variation_id), json={"quantity": 1})
 
     assert response.status_code == 502
     assert response.json()["reason"] == "backmarket_failed"
-    assert quantity_service.simulator.quantity_of(listing.id) == START_QUANTITY
-    assert await stock_row(quantity_service.engine, listing.variation_id) is None
-    assert await history_rows(quantity_service.engine, listing.variation_id) == []
+    assert service.simulator.quantity_of(listing.id) == START_QUANTITY
+    assert await stock_row(service.engine, listing.variation_id) is None
+    assert await history_rows(service.engine, listing.variation_id) == []
 
 
 async def test_update_of_a_listing_gone_from_back_market_is_502_and_records_nothing(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    quantity_service.simulator.remove_listing(listing.id)
+    service.simulator.remove_listing(listing.id)
 
-    response = await quantity_service.http.post(
-        add_path(listing.variation_id), json={"quantity": 1}
-    )
+    response = await service.http.post(add_path(listing.variation_id), json={"quantity": 1})
 
     assert response.status_code == 502
     assert response.json()["reason"] == "listing_not_found"
-    assert await stock_row(quantity_service.engine, listing.variation_id) is None
+    assert await stock_row(service.engine, listing.variation_id) is None
 
 
 async def test_rate_limit_on_update_is_429_with_retry_after_and_records_nothing(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    quantity_service.simulator.fail_next(
-        f"/ws/listings/{listing.id}", count=2, kind="429", method="POST"
-    )
+    service.simulator.fail_next(f"/ws/listings/{listing.id}", count=2, kind="429", method="POST")
 
-    response = await quantity_service.http.post(
-        add_path(listing.variation_id), json={"quantity": 1}
-    )
+    response = await service.http.post(add_path(listing.variation_id), json={"quantity": 1})
 
     assert response.status_code == 429
     assert int(response.headers["Retry-After"]) >= 1
     assert response.json()["reason"] == "backmarket_rate_limited"
-    assert quantity_service.simulator.quantity_of(listing.id) == START_QUANTITY
-    assert await stock_row(quantity_service.engine, listing.variation_id) is None
+    assert service.simulator.quantity_of(listing.id) == START_QUANTITY
+    assert await stock_row(service.engine, listing.variation_id) is None
     # Refused at Back Market's edge, so it did not use up the hourly update budget.
-    assert await budget_rows(quantity_service.engine) == 0
+    assert await budget_rows(service.engine) == 0
 
 
 async def test_unknown_outcome_without_key_is_504_with_previous_and_target_and_records_nothing(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
     # Applied by Back Market, but the answer is lost on the way back.
-    quantity_service.simulator.fail_next(
-        f"/ws/listings/{listing.id}", kind="lost_response", method="POST"
-    )
+    service.simulator.fail_next(f"/ws/listings/{listing.id}", kind="lost_response", method="POST")
 
-    response = await quantity_service.http.post(
-        add_path(listing.variation_id), json={"quantity": 4}
-    )
+    response = await service.http.post(add_path(listing.variation_id), json={"quantity": 4})
 
     assert response.status_code == 504
     body = response.json()
@@ -338,40 +308,36 @@ async def test_unknown_outcome_without_key_is_504_with_previous_and_target_and_r
         START_QUANTITY + 4,
     )
     assert "Idempotency-Key" in body["detail"]
-    assert await stock_row(quantity_service.engine, listing.variation_id) is None
-    assert len(update_calls(quantity_service.simulator)) == 1
+    assert await stock_row(service.engine, listing.variation_id) is None
+    assert len(update_calls(service.simulator)) == 1
 
 
-async def test_a_202_answer_to_the_update_is_success(
-    quantity_service: Any, listing: LinkedListing
-) -> None:
-    quantity_service.simulator.configure(update_status_code=202)
+async def test_a_202_answer_to_the_update_is_success(service: Any, listing: LinkedListing) -> None:
+    service.simulator.configure(update_status_code=202)
 
-    response = await quantity_service.http.post(
-        add_path(listing.variation_id), json={"quantity": 2}
-    )
+    response = await service.http.post(add_path(listing.variation_id), json={"quantity": 2})
 
     assert response.status_code == 200
     assert response.json()["quantity"] == START_QUANTITY + 2
-    assert (await stock_row(quantity_service.engine, listing.variation_id))["listed_stock"] == 7
+    assert (await stock_row(service.engine, listing.variation_id))["listed_stock"] == 7
 
 
 async def test_add_quantity_outcomes_are_counted_in_metrics(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    await quantity_service.http.post(add_path(listing.variation_id), json={"quantity": 1})
-    await quantity_service.http.post(add_path(listing.variation_id), json={"quantity": -100})
+    await service.http.post(add_path(listing.variation_id), json={"quantity": 1})
+    await service.http.post(add_path(listing.variation_id), json={"quantity": -100})
 
-    metrics = (await quantity_service.http.get("/metrics")).text
+    metrics = (await service.http.get("/metrics")).text
 
     assert 'stock_sync_add_quantity_total{outcome="applied"}' in metrics
     assert 'stock_sync_add_quantity_total{outcome="below_zero"}' in metrics
 
 
 async def test_addition_waiting_too_long_for_the_variation_is_409_and_sends_nothing(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    services = quantity_service.app.state.services
+    services = service.app.state.services
 
     async with hold_variation(
         engine=services.engine,
@@ -392,4 +358,4 @@ async def test_addition_waiting_too_long_for_the_variation_is_409_and_sends_noth
             )
 
     assert refused.value.extra["reason"] == "busy"
-    assert requests_sent(quantity_service.simulator) == 0
+    assert requests_sent(service.simulator) == 0

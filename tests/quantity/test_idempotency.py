@@ -33,155 +33,147 @@ async def add(service: Any, variation_id: int, quantity: int, key: str | None = 
 
 
 async def test_repeat_with_same_key_and_body_answers_first_result_without_calling_back_market(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    first = await add(quantity_service, listing.variation_id, 3)
-    requests_after_first = quantity_service.simulator.stats()["total_requests"]
+    first = await add(service, listing.variation_id, 3)
+    requests_after_first = service.simulator.stats()["total_requests"]
 
-    repeat = await add(quantity_service, listing.variation_id, 3)
+    repeat = await add(service, listing.variation_id, 3)
 
     assert first.status_code == repeat.status_code == 200
     assert first.json()["idempotent_replay"] is False
     assert repeat.json() == {**first.json(), "idempotent_replay": True}
-    assert quantity_service.simulator.stats()["total_requests"] == requests_after_first
-    assert quantity_service.simulator.quantity_of(listing.id) == START_QUANTITY + 3
-    assert (await stock_row(quantity_service.engine, listing.variation_id))["listed_stock"] == 8
+    assert service.simulator.stats()["total_requests"] == requests_after_first
+    assert service.simulator.quantity_of(listing.id) == START_QUANTITY + 3
+    assert (await stock_row(service.engine, listing.variation_id))["listed_stock"] == 8
 
 
 async def test_history_row_of_the_addition_holds_the_idempotency_key(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    await add(quantity_service, listing.variation_id, 3, key="ui-click-42")
+    await add(service, listing.variation_id, 3, key="ui-click-42")
 
-    history = await history_rows(quantity_service.engine, listing.variation_id)
+    history = await history_rows(service.engine, listing.variation_id)
 
     assert [h["idempotency_key"] for h in history] == ["ui-click-42"]
 
 
 @pytest.mark.parametrize("other", ["quantity", "variation"])
 async def test_same_key_with_another_body_is_409_and_sends_nothing(
-    quantity_service: Any, listing: LinkedListing, other: str
+    service: Any, listing: LinkedListing, other: str
 ) -> None:
-    second = await add_linked_listing(quantity_service, variation_id=202)
-    await add(quantity_service, listing.variation_id, 3)
-    requests_after_first = quantity_service.simulator.stats()["total_requests"]
+    second = await add_linked_listing(service, variation_id=202)
+    await add(service, listing.variation_id, 3)
+    requests_after_first = service.simulator.stats()["total_requests"]
 
     if other == "quantity":
-        response = await add(quantity_service, listing.variation_id, 4)
+        response = await add(service, listing.variation_id, 4)
     else:
-        response = await add(quantity_service, second.variation_id, 3)
+        response = await add(service, second.variation_id, 3)
 
     assert response.status_code == 409
     assert response.json()["reason"] == "idempotency_key_reused"
-    assert quantity_service.simulator.stats()["total_requests"] == requests_after_first
-    assert quantity_service.simulator.quantity_of(second.id) == START_QUANTITY
+    assert service.simulator.stats()["total_requests"] == requests_after_first
+    assert service.simulator.quantity_of(second.id) == START_QUANTITY
 
 
 async def test_key_reused_concurrently_adds_once_and_every_repeat_gets_the_same_result(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
     responses = await asyncio.gather(
-        *(add(quantity_service, listing.variation_id, 2, key="double-click") for _ in range(10))
+        *(add(service, listing.variation_id, 2, key="double-click") for _ in range(10))
     )
 
     assert [r.status_code for r in responses] == [200] * 10
     assert [r.json()["idempotent_replay"] for r in responses].count(False) == 1
     assert {r.json()["quantity"] for r in responses} == {START_QUANTITY + 2}
-    assert len(update_calls(quantity_service.simulator)) == 1
-    assert quantity_service.simulator.quantity_of(listing.id) == START_QUANTITY + 2
-    assert len(await history_rows(quantity_service.engine, listing.variation_id)) == 1
+    assert len(update_calls(service.simulator)) == 1
+    assert service.simulator.quantity_of(listing.id) == START_QUANTITY + 2
+    assert len(await history_rows(service.engine, listing.variation_id)) == 1
 
 
 async def test_a_request_that_changed_nothing_frees_its_key_for_a_retry(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    quantity_service.simulator.fail_next(
-        f"/ws/listings/{listing.id}", count=2, kind="503", method="GET"
-    )
-    failed = await add(quantity_service, listing.variation_id, 1)
+    service.simulator.fail_next(f"/ws/listings/{listing.id}", count=2, kind="503", method="GET")
+    failed = await add(service, listing.variation_id, 1)
 
-    retried = await add(quantity_service, listing.variation_id, 1)
+    retried = await add(service, listing.variation_id, 1)
 
     assert failed.status_code == 502
     assert retried.status_code == 200
     assert retried.json()["idempotent_replay"] is False
-    assert quantity_service.simulator.quantity_of(listing.id) == START_QUANTITY + 1
+    assert service.simulator.quantity_of(listing.id) == START_QUANTITY + 1
 
 
 async def test_unknown_outcome_is_504_and_the_key_remembers_previous_and_target(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    quantity_service.simulator.fail_next(
-        f"/ws/listings/{listing.id}", kind="lost_response", method="POST"
-    )
+    service.simulator.fail_next(f"/ws/listings/{listing.id}", kind="lost_response", method="POST")
 
-    response = await add(quantity_service, listing.variation_id, 4)
+    response = await add(service, listing.variation_id, 4)
 
     assert response.status_code == 504
     body = response.json()
     assert (body["previous_quantity"], body["target_quantity"]) == (5, 9)
     assert body["idempotency_key"] == "key-1"
-    [row] = await key_rows(quantity_service.engine)
+    [row] = await key_rows(service.engine)
     assert (row["status"], row["previous_quantity"], row["target_quantity"]) == ("unknown", 5, 9)
-    assert await stock_row(quantity_service.engine, listing.variation_id) is None
+    assert await stock_row(service.engine, listing.variation_id) is None
 
 
 async def test_retry_after_unknown_outcome_records_the_update_when_target_is_there(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
     # Back Market applied it; the answer was lost.
-    quantity_service.simulator.fail_next(
-        f"/ws/listings/{listing.id}", kind="lost_response", method="POST"
-    )
-    assert (await add(quantity_service, listing.variation_id, 4)).status_code == 504
+    service.simulator.fail_next(f"/ws/listings/{listing.id}", kind="lost_response", method="POST")
+    assert (await add(service, listing.variation_id, 4)).status_code == 504
 
-    retried = await add(quantity_service, listing.variation_id, 4)
+    retried = await add(service, listing.variation_id, 4)
 
     assert retried.status_code == 200
     body = retried.json()
     assert (body["previous_quantity"], body["added"], body["quantity"]) == (5, 4, 9)
     assert body["idempotent_replay"] is True
-    assert len(update_calls(quantity_service.simulator)) == 1
-    assert quantity_service.simulator.quantity_of(listing.id) == 9
-    assert (await stock_row(quantity_service.engine, listing.variation_id))["listed_stock"] == 9
-    history = await history_rows(quantity_service.engine, listing.variation_id)
+    assert len(update_calls(service.simulator)) == 1
+    assert service.simulator.quantity_of(listing.id) == 9
+    assert (await stock_row(service.engine, listing.variation_id))["listed_stock"] == 9
+    history = await history_rows(service.engine, listing.variation_id)
     assert [(h["change_type"], h["idempotency_key"]) for h in history] == [
         ("add_quantity", "key-1")
     ]
-    assert (await add(quantity_service, listing.variation_id, 4)).json() == body
+    assert (await add(service, listing.variation_id, 4)).json() == body
 
 
 async def test_retry_after_unknown_outcome_sends_again_when_previous_is_still_there(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
     # A 5xx to the POST: the client cannot know it, but Back Market did not apply it.
-    quantity_service.simulator.fail_next(f"/ws/listings/{listing.id}", kind="500", method="POST")
-    assert (await add(quantity_service, listing.variation_id, 4)).status_code == 504
-    assert quantity_service.simulator.quantity_of(listing.id) == START_QUANTITY
+    service.simulator.fail_next(f"/ws/listings/{listing.id}", kind="500", method="POST")
+    assert (await add(service, listing.variation_id, 4)).status_code == 504
+    assert service.simulator.quantity_of(listing.id) == START_QUANTITY
 
-    retried = await add(quantity_service, listing.variation_id, 4)
+    retried = await add(service, listing.variation_id, 4)
 
     assert retried.status_code == 200
     body = retried.json()
     assert (body["previous_quantity"], body["quantity"], body["idempotent_replay"]) == (5, 9, False)
-    assert [call["body"] for call in update_calls(quantity_service.simulator)] == [{"quantity": 9}]
-    assert quantity_service.simulator.quantity_of(listing.id) == 9
-    assert (await stock_row(quantity_service.engine, listing.variation_id))["listed_stock"] == 9
-    [row] = await key_rows(quantity_service.engine)
+    assert [call["body"] for call in update_calls(service.simulator)] == [{"quantity": 9}]
+    assert service.simulator.quantity_of(listing.id) == 9
+    assert (await stock_row(service.engine, listing.variation_id))["listed_stock"] == 9
+    [row] = await key_rows(service.engine)
     assert row["status"] == "succeeded"
 
 
 async def test_retry_after_unknown_outcome_is_409_with_all_quantities_when_stock_moved_otherwise(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    quantity_service.simulator.fail_next(
-        f"/ws/listings/{listing.id}", kind="lost_response", method="POST"
-    )
-    assert (await add(quantity_service, listing.variation_id, 4)).status_code == 504
+    service.simulator.fail_next(f"/ws/listings/{listing.id}", kind="lost_response", method="POST")
+    assert (await add(service, listing.variation_id, 4)).status_code == 504
     # An order came in meanwhile: 9 - 1.
-    quantity_service.simulator.place_order(listing.id)
+    service.simulator.place_order(listing.id)
 
-    retried = await add(quantity_service, listing.variation_id, 4)
+    retried = await add(service, listing.variation_id, 4)
 
     assert retried.status_code == 409
     body = retried.json()
@@ -191,19 +183,19 @@ async def test_retry_after_unknown_outcome_is_409_with_all_quantities_when_stock
         8,
     )
     assert body["reason"] == "outcome_unresolved"
-    assert len(update_calls(quantity_service.simulator)) == 1
-    assert quantity_service.simulator.quantity_of(listing.id) == 8
-    assert await stock_row(quantity_service.engine, listing.variation_id) is None
-    [row] = await key_rows(quantity_service.engine)
+    assert len(update_calls(service.simulator)) == 1
+    assert service.simulator.quantity_of(listing.id) == 8
+    assert await stock_row(service.engine, listing.variation_id) is None
+    [row] = await key_rows(service.engine)
     assert row["status"] == "unknown"
 
 
 async def test_key_of_a_request_that_died_after_sending_is_checked_before_sending_again(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
     # What a crash between "about to send 9" and recording the answer leaves behind.
     claim = await idempotency.claim_key(
-        quantity_service.engine,
+        service.engine,
         key="key-1",
         request_hash=idempotency.request_hash(
             variation_id=listing.variation_id, marketplace_id=1, quantity=4
@@ -214,32 +206,30 @@ async def test_key_of_a_request_that_died_after_sending_is_checked_before_sendin
     )
     assert claim.claimed
     await idempotency.mark_sending(
-        quantity_service.engine, key="key-1", previous_quantity=5, target_quantity=9
+        service.engine, key="key-1", previous_quantity=5, target_quantity=9
     )
-    quantity_service.simulator.set_quantity(listing.id, 9)
+    service.simulator.set_quantity(listing.id, 9)
 
-    retried = await add(quantity_service, listing.variation_id, 4)
+    retried = await add(service, listing.variation_id, 4)
 
     assert retried.status_code == 200
     assert retried.json()["quantity"] == 9
-    assert update_calls(quantity_service.simulator) == []
+    assert update_calls(service.simulator) == []
 
 
-async def test_keys_are_kept_at_least_24_hours(
-    quantity_service: Any, listing: LinkedListing
-) -> None:
-    await add(quantity_service, listing.variation_id, 1)
+async def test_keys_are_kept_at_least_24_hours(service: Any, listing: LinkedListing) -> None:
+    await add(service, listing.variation_id, 1)
 
-    [row] = await key_rows(quantity_service.engine)
+    [row] = await key_rows(service.engine)
 
     assert row["expires_at"] - row["created_at"] >= timedelta(hours=24)
 
 
 async def test_expired_keys_are_purged_and_an_expired_key_counts_as_new(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    await add(quantity_service, listing.variation_id, 1, key="old")
-    async with quantity_service.engine.begin() as conn:
+    await add(service, listing.variation_id, 1, key="old")
+    async with service.engine.begin() as conn:
         now = await database_now(conn)
         await conn.execute(
             sa.update(keys_table).values(
@@ -247,21 +237,21 @@ async def test_expired_keys_are_purged_and_an_expired_key_counts_as_new(
             )
         )
 
-    again = await add(quantity_service, listing.variation_id, 1, key="old")
+    again = await add(service, listing.variation_id, 1, key="old")
 
     assert again.status_code == 200
     assert again.json()["idempotent_replay"] is False
-    assert quantity_service.simulator.quantity_of(listing.id) == START_QUANTITY + 2
-    [row] = await key_rows(quantity_service.engine)
+    assert service.simulator.quantity_of(listing.id) == START_QUANTITY + 2
+    [row] = await key_rows(service.engine)
     assert row["expires_at"] > now
 
 
 @pytest.mark.parametrize("key", ["", "   ", "k" * 256])
 async def test_unusable_idempotency_key_is_422_and_sends_nothing(
-    quantity_service: Any, listing: LinkedListing, key: str
+    service: Any, listing: LinkedListing, key: str
 ) -> None:
-    response = await add(quantity_service, listing.variation_id, 1, key=key)
+    response = await add(service, listing.variation_id, 1, key=key)
 
     assert response.status_code == 422
     assert "Idempotency-Key" in response.json()["detail"]
-    assert quantity_service.simulator.stats()["total_requests"] == 0
+    assert service.simulator.stats()["total_requests"] == 0

@@ -40,11 +40,11 @@ QUANTITY_FIELDS = {
 
 
 async def test_refresh_reads_back_market_writes_the_stock_row_and_answers_quantity(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    quantity_service.simulator.set_quantity(listing.id, 7)
+    service.simulator.set_quantity(listing.id, 7)
 
-    response = await quantity_service.http.get(f"/variations/{listing.variation_id}/quantity")
+    response = await service.http.get(f"/variations/{listing.variation_id}/quantity")
 
     assert response.status_code == 200
     body = response.json()
@@ -58,62 +58,58 @@ async def test_refresh_reads_back_market_writes_the_stock_row_and_answers_quanti
     assert body["stale"] is False
     assert body["error"] is None
     assert body["synced_at"] is not None
-    row = await stock_row(quantity_service.engine, listing.variation_id)
+    row = await stock_row(service.engine, listing.variation_id)
     assert (row["listed_stock"], row["available_stock"], row["last_api_quantity"]) == (7, 7, 7)
-    variation = await variation_row(quantity_service.engine, listing.variation_id)
+    variation = await variation_row(service.engine, listing.variation_id)
     assert (variation["listed_stock"], variation["sku"], variation["state"]) == (7, listing.sku, 2)
-    history = await history_rows(quantity_service.engine, listing.variation_id)
+    history = await history_rows(service.engine, listing.variation_id)
     assert [
         (h["change_type"], h["listed_stock_before"], h["listed_stock_after"]) for h in history
     ] == [(ChangeType.REFRESH.value, 0, 7)]
 
 
 async def test_refresh_keeps_locked_stock_and_recomputes_available_stock(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    await seed_stock(
-        quantity_service.engine, variation_id=listing.variation_id, quantity=3, locked=2
-    )
-    quantity_service.simulator.set_quantity(listing.id, 10)
+    await seed_stock(service.engine, variation_id=listing.variation_id, quantity=3, locked=2)
+    service.simulator.set_quantity(listing.id, 10)
 
-    body = (await quantity_service.http.get(f"/variations/{listing.variation_id}/quantity")).json()
+    body = (await service.http.get(f"/variations/{listing.variation_id}/quantity")).json()
 
     assert (body["quantity"], body["locked_stock"], body["available_stock"]) == (10, 2, 8)
-    row = await stock_row(quantity_service.engine, listing.variation_id)
+    row = await stock_row(service.engine, listing.variation_id)
     assert (row["listed_stock"], row["locked_stock"], row["available_stock"]) == (10, 2, 8)
 
 
 async def test_refresh_with_unchanged_quantity_writes_no_history_row(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    await seed_stock(
-        quantity_service.engine, variation_id=listing.variation_id, quantity=START_QUANTITY
-    )
-    before = await history_rows(quantity_service.engine, listing.variation_id)
+    await seed_stock(service.engine, variation_id=listing.variation_id, quantity=START_QUANTITY)
+    before = await history_rows(service.engine, listing.variation_id)
 
-    body = (await quantity_service.http.get(f"/variations/{listing.variation_id}/quantity")).json()
+    body = (await service.http.get(f"/variations/{listing.variation_id}/quantity")).json()
 
     assert body["quantity"] == START_QUANTITY
     assert body["stale"] is False
-    assert await history_rows(quantity_service.engine, listing.variation_id) == before
+    assert await history_rows(service.engine, listing.variation_id) == before
 
 
 async def test_refresh_reads_by_listing_id_when_the_uuid_is_unknown_and_stores_the_uuid(
-    quantity_service: Any,
+    service: Any,
 ) -> None:
-    identity = quantity_service.simulator.add_listing(quantity=4, sku="BY-ID", publication_state=2)
+    identity = service.simulator.add_listing(quantity=4, sku="BY-ID", publication_state=2)
     await insert_variation(
-        quantity_service.engine,
+        service.engine,
         variation_id=7,
         reference_id=str(identity["listing_id"]),
         reference_uuid=None,
     )
 
-    body = (await quantity_service.http.get("/variations/7/quantity")).json()
+    body = (await service.http.get("/variations/7/quantity")).json()
 
     assert body["quantity"] == 4
     assert body["reference_uuid"] == identity["id"]
-    assert (await variation_row(quantity_service.engine, 7))["reference_uuid"] == identity["id"]
+    assert (await variation_row(service.engine, 7))["reference_uuid"] == identity["id"]
 
 
 FAILURES = {
@@ -128,51 +124,49 @@ FAILURES = {
 
 @pytest.mark.parametrize("fault", sorted(FAILURES))
 async def test_refresh_answers_stored_values_as_stale_when_back_market_fails(
-    quantity_service: Any, listing: LinkedListing, fault: str
+    service: Any, listing: LinkedListing, fault: str
 ) -> None:
-    await seed_stock(
-        quantity_service.engine, variation_id=listing.variation_id, quantity=3, locked=1
-    )
-    history_before = await history_rows(quantity_service.engine, listing.variation_id)
-    row_before = await stock_row(quantity_service.engine, listing.variation_id)
-    quantity_service.simulator.set_quantity(listing.id, 9)
+    await seed_stock(service.engine, variation_id=listing.variation_id, quantity=3, locked=1)
+    history_before = await history_rows(service.engine, listing.variation_id)
+    row_before = await stock_row(service.engine, listing.variation_id)
+    service.simulator.set_quantity(listing.id, 9)
     # As many faults as the client makes attempts: it gives up after its retries.
-    quantity_service.simulator.fail_next(f"/ws/listings/{listing.id}", count=2, kind=fault)
+    service.simulator.fail_next(f"/ws/listings/{listing.id}", count=2, kind=fault)
 
-    response = await quantity_service.http.get(f"/variations/{listing.variation_id}/quantity")
+    response = await service.http.get(f"/variations/{listing.variation_id}/quantity")
 
     assert response.status_code == 200
     body = response.json()
     assert body["stale"] is True
     assert FAILURES[fault] in body["error"]
     assert (body["quantity"], body["locked_stock"], body["available_stock"]) == (3, 1, 2)
-    assert await stock_row(quantity_service.engine, listing.variation_id) == row_before
-    assert await history_rows(quantity_service.engine, listing.variation_id) == history_before
+    assert await stock_row(service.engine, listing.variation_id) == row_before
+    assert await history_rows(service.engine, listing.variation_id) == history_before
 
 
 async def test_refresh_answers_stale_when_back_market_no_longer_knows_the_listing(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    await seed_stock(quantity_service.engine, variation_id=listing.variation_id, quantity=3)
-    quantity_service.simulator.remove_listing(listing.id)
+    await seed_stock(service.engine, variation_id=listing.variation_id, quantity=3)
+    service.simulator.remove_listing(listing.id)
 
-    body = (await quantity_service.http.get(f"/variations/{listing.variation_id}/quantity")).json()
+    body = (await service.http.get(f"/variations/{listing.variation_id}/quantity")).json()
 
     assert body["stale"] is True
     assert "404" in body["error"]
     assert body["quantity"] == 3
-    assert (await stock_row(quantity_service.engine, listing.variation_id))["listed_stock"] == 3
+    assert (await stock_row(service.engine, listing.variation_id))["listed_stock"] == 3
 
 
 async def test_refresh_answers_stale_when_back_market_refuses_the_reference(
-    quantity_service: Any,
+    service: Any,
 ) -> None:
     # Not a UUID nor an integer: Back Market answers 400, which is not a listing.
     await insert_variation(
-        quantity_service.engine, variation_id=8, reference_id=None, reference_uuid="not-a-uuid"
+        service.engine, variation_id=8, reference_id=None, reference_uuid="not-a-uuid"
     )
 
-    response = await quantity_service.http.get("/variations/8/quantity")
+    response = await service.http.get("/variations/8/quantity")
 
     assert response.status_code == 200
     body = response.json()
@@ -180,109 +174,103 @@ async def test_refresh_answers_stale_when_back_market_refuses_the_reference(
     assert "unexpected" in body["error"]
     assert body["quantity"] == 0
     assert body["synced_at"] is None
-    assert await stock_row(quantity_service.engine, 8) is None
+    assert await stock_row(service.engine, 8) is None
 
 
 async def test_refresh_false_answers_from_the_database_without_calling_back_market(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    await seed_stock(quantity_service.engine, variation_id=listing.variation_id, quantity=3)
+    await seed_stock(service.engine, variation_id=listing.variation_id, quantity=3)
 
-    response = await quantity_service.http.get(
+    response = await service.http.get(
         f"/variations/{listing.variation_id}/quantity", params={"refresh": "false"}
     )
 
     assert response.status_code == 200
     assert response.json()["quantity"] == 3
     assert response.json()["stale"] is False
-    assert requests_sent(quantity_service.simulator) == 0
+    assert requests_sent(service.simulator) == 0
 
 
 async def test_refresh_of_an_unknown_variation_is_404_and_sends_nothing(
-    quantity_service: Any,
+    service: Any,
 ) -> None:
-    response = await quantity_service.http.get("/variations/999/quantity")
+    response = await service.http.get("/variations/999/quantity")
 
     assert response.status_code == 404
     assert "999" in response.json()["detail"]
-    assert requests_sent(quantity_service.simulator) == 0
+    assert requests_sent(service.simulator) == 0
 
 
 async def test_refresh_of_a_variation_without_back_market_reference_is_409_and_sends_nothing(
-    quantity_service: Any,
+    service: Any,
 ) -> None:
-    await insert_variation(
-        quantity_service.engine, variation_id=9, reference_id=None, reference_uuid=None
-    )
+    await insert_variation(service.engine, variation_id=9, reference_id=None, reference_uuid=None)
 
-    response = await quantity_service.http.get("/variations/9/quantity")
+    response = await service.http.get("/variations/9/quantity")
 
     assert response.status_code == 409
     assert "no Back Market reference" in response.json()["detail"]
-    assert requests_sent(quantity_service.simulator) == 0
+    assert requests_sent(service.simulator) == 0
 
 
 @pytest.mark.parametrize(
     ("marketplace_id", "words"), [(4, "has no client"), (77, "does not exist")]
 )
 async def test_refresh_for_a_marketplace_without_client_is_422_and_sends_nothing(
-    quantity_service: Any, listing: LinkedListing, marketplace_id: int, words: str
+    service: Any, listing: LinkedListing, marketplace_id: int, words: str
 ) -> None:
-    response = await quantity_service.http.get(
+    response = await service.http.get(
         f"/variations/{listing.variation_id}/quantity", params={"marketplace_id": marketplace_id}
     )
 
     assert response.status_code == 422
     assert words in response.json()["detail"]
-    assert requests_sent(quantity_service.simulator) == 0
+    assert requests_sent(service.simulator) == 0
 
 
 async def test_refresh_never_overwrites_a_change_recorded_while_back_market_was_read(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    await seed_stock(
-        quantity_service.engine, variation_id=listing.variation_id, quantity=START_QUANTITY
-    )
-    hold = quantity_service.simulator.hold(f"/ws/listings/{listing.id}", method="GET")
-    refresh = asyncio.create_task(
-        quantity_service.http.get(f"/variations/{listing.variation_id}/quantity")
-    )
-    await quantity_service.simulator.wait_held(hold)
+    await seed_stock(service.engine, variation_id=listing.variation_id, quantity=START_QUANTITY)
+    hold = service.simulator.hold(f"/ws/listings/{listing.id}", method="GET")
+    refresh = asyncio.create_task(service.http.get(f"/variations/{listing.variation_id}/quantity"))
+    await service.simulator.wait_held(hold)
     # Back Market still says 5 to the parked read; meanwhile another writer records 12.
-    async with quantity_service.engine.begin() as conn:
+    async with service.engine.begin() as conn:
         await write_observations(
             conn,
             marketplace_id=1,
             observations=[StockObservation(variation_id=listing.variation_id, quantity=12)],
             change_type=ChangeType.ADD_QUANTITY,
         )
-    quantity_service.simulator.release(hold)
+    service.simulator.release(hold)
 
     body = (await refresh).json()
 
     assert body["quantity"] == 12
     assert body["stale"] is False
-    assert (await stock_row(quantity_service.engine, listing.variation_id))["listed_stock"] == 12
+    assert (await stock_row(service.engine, listing.variation_id))["listed_stock"] == 12
 
 
 async def test_refresh_false_answers_stored_values_of_a_marketplace_without_client(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    response = await quantity_service.http.get(
+    response = await service.http.get(
         f"/variations/{listing.variation_id}/quantity",
         params={"refresh": "false", "marketplace_id": 4},
     )
 
     assert response.status_code == 200
     assert (response.json()["marketplace_id"], response.json()["quantity"]) == (4, 0)
-    assert requests_sent(quantity_service.simulator) == 0
+    assert requests_sent(service.simulator) == 0
 
 
 async def test_refresh_answers_stale_when_another_change_holds_the_variation_too_long(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    services = quantity_service.app.state.services
-    await seed_stock(quantity_service.engine, variation_id=listing.variation_id, quantity=3)
+    services = service.app.state.services
+    await seed_stock(service.engine, variation_id=listing.variation_id, quantity=3)
 
     async with hold_variation(
         engine=services.engine,
@@ -303,4 +291,4 @@ async def test_refresh_answers_stale_when_another_change_holds_the_variation_too
     assert answer.stale is True
     assert answer.error is not None and "another stock change" in answer.error
     assert answer.quantity == 3
-    assert requests_sent(quantity_service.simulator) == 0
+    assert requests_sent(service.simulator) == 0

@@ -45,51 +45,49 @@ async def insert_sent_updates(engine: AsyncEngine, *, count: int, ago: timedelta
 
 
 async def test_spent_budget_gives_429_with_retry_after_and_sends_nothing(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
     path = f"/variations/{listing.variation_id}/add-quantity"
     for _ in range(BUDGET):
-        assert (await quantity_service.http.post(path, json={"quantity": 1})).status_code == 200
-    requests_before = quantity_service.simulator.stats()["total_requests"]
+        assert (await service.http.post(path, json={"quantity": 1})).status_code == 200
+    requests_before = service.simulator.stats()["total_requests"]
 
-    refused = await quantity_service.http.post(
-        path, json={"quantity": 1}, headers={"Idempotency-Key": "k"}
-    )
+    refused = await service.http.post(path, json={"quantity": 1}, headers={"Idempotency-Key": "k"})
 
     assert refused.status_code == 429
     assert 1 <= int(refused.headers["Retry-After"]) <= 3600
     assert refused.json()["reason"] == "update_budget_spent"
-    assert quantity_service.simulator.stats()["total_requests"] == requests_before
-    assert quantity_service.simulator.quantity_of(listing.id) == START_QUANTITY + BUDGET
-    assert (await stock_row(quantity_service.engine, listing.variation_id))["listed_stock"] == 7
+    assert service.simulator.stats()["total_requests"] == requests_before
+    assert service.simulator.quantity_of(listing.id) == START_QUANTITY + BUDGET
+    assert (await stock_row(service.engine, listing.variation_id))["listed_stock"] == 7
     # Nothing was done under the key, so a later retry with it starts afresh.
-    assert [row["idempotency_key"] for row in await key_rows(quantity_service.engine)] == []
+    assert [row["idempotency_key"] for row in await key_rows(service.engine)] == []
 
 
 async def test_updates_sent_by_other_processes_count_against_the_budget(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    await insert_sent_updates(quantity_service.engine, count=BUDGET, ago=timedelta(minutes=10))
+    await insert_sent_updates(service.engine, count=BUDGET, ago=timedelta(minutes=10))
 
-    refused = await quantity_service.http.post(
+    refused = await service.http.post(
         f"/variations/{listing.variation_id}/add-quantity", json={"quantity": 1}
     )
 
     assert refused.status_code == 429
-    assert update_calls(quantity_service.simulator) == []
+    assert update_calls(service.simulator) == []
 
 
 async def test_updates_older_than_an_hour_no_longer_count(
-    quantity_service: Any, listing: LinkedListing
+    service: Any, listing: LinkedListing
 ) -> None:
-    await insert_sent_updates(quantity_service.engine, count=BUDGET, ago=timedelta(minutes=61))
+    await insert_sent_updates(service.engine, count=BUDGET, ago=timedelta(minutes=61))
 
-    response = await quantity_service.http.post(
+    response = await service.http.post(
         f"/variations/{listing.variation_id}/add-quantity", json={"quantity": 1}
     )
 
     assert response.status_code == 200
-    assert len(update_calls(quantity_service.simulator)) == 1
+    assert len(update_calls(service.simulator)) == 1
 
 
 async def test_retry_after_is_the_time_until_the_oldest_update_leaves_the_hour(

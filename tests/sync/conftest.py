@@ -24,20 +24,6 @@ def simulator_config(listings: int) -> SimulatorConfig:
 
 
 @pytest.fixture
-def settings_overrides() -> dict[str, Any]:
-    return {"backmarket_requests_per_10s": 10_000, "backmarket_max_attempts": 2}
-
-
-@pytest.fixture
-async def service(service: Any) -> Any:
-    """The conftest service with the client's retry backoff shrunk to nothing."""
-    client = service.app.state.services.backmarket
-    client.backoff_base_seconds = 0.0
-    client.backoff_cap_seconds = 0.0
-    return service
-
-
-@pytest.fixture
 def runner(service: Any) -> BulkSyncRunner:
     found: BulkSyncRunner = service.app.state.services.extras["bulk_sync_runner"]
     return found
