@@ -219,12 +219,17 @@ async def list_runs(engine: AsyncEngine, *, marketplace_id: int | None, limit: i
 async def running_run_ids(
     conn: AsyncConnection, *, marketplace_id: int
 ) -> list[tuple[int, str | None]]:
-    """(id, owner) of the marketplace's runs marked `running`, newest first."""
+    """(id, owner) of the marketplace's runs marked `running`, newest first.
+
+    Only this service's runs (they name their owner process); `running` rows the seed
+    application wrote itself are its own business and are never closed from here.
+    """
     rows = await conn.execute(
         sa.select(runs_table.c.id, runs_table.c.owner)
         .where(
             runs_table.c.marketplace_id == marketplace_id,
             runs_table.c.status == RunStatus.RUNNING.value,
+            runs_table.c.owner.is_not(None),
         )
         .order_by(runs_table.c.id.desc())
     )
@@ -235,7 +240,7 @@ async def marketplaces_with_running_runs(engine: AsyncEngine) -> list[int]:
     async with engine.connect() as conn:
         rows = await conn.execute(
             sa.select(runs_table.c.marketplace_id)
-            .where(runs_table.c.status == RunStatus.RUNNING.value)
+            .where(runs_table.c.status == RunStatus.RUNNING.value, runs_table.c.owner.is_not(None))
             .distinct()
         )
         return sorted(int(marketplace_id) for marketplace_id in rows.scalars())

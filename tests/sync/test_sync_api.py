@@ -234,6 +234,26 @@ async def test_run_left_running_by_a_dead_process_is_closed_at_start_up(
     assert closed["markets"]["fr-fr"]["status"] == "failed"
 
 
+async def test_running_row_written_by_the_seed_application_is_left_alone_at_start_up(
+    engine: Any,
+    make_settings: Callable[..., Settings],
+    simulator_app: FastAPI,
+) -> None:
+    # The seed application's own rows name no owner process: not ours to close.
+    seed_row = await insert_run(engine, status="running", owner=None)
+    app, backmarket_http = build_app(make_settings(), simulator_app)
+    async with LifespanManager(app):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://stock-sync.test"
+        ) as http:
+            left = (await http.get(f"/sync/runs/{seed_row}")).json()["run"]
+            started = await http.post("/sync/bulk?wait=true")
+    await backmarket_http.aclose()
+
+    assert left["status"] == "running"
+    assert started.status_code == 200
+
+
 async def test_run_of_a_live_process_is_left_running_at_start_up(
     engine: Any,
     make_settings: Callable[..., Settings],
