@@ -25,6 +25,9 @@ def create_engine(settings: Settings | str, *, pool_size: int | None = None) -> 
         return engine
     engine = create_async_engine(
         url,
+        # READ COMMITTED: the set-based stock writes lock the rows they read and no index gaps,
+        # so writers of neighbouring variations do not deadlock on next-key locks.
+        isolation_level="READ COMMITTED",
         pool_size=size,
         max_overflow=size,
         pool_pre_ping=True,
@@ -60,6 +63,17 @@ def _configure_mysql(engine: AsyncEngine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("SET time_zone = '+00:00'")
         cursor.close()
+
+
+# MySQL/MariaDB: deadlock found, lock wait timeout. The transaction was rolled back whole and
+# can be run again.
+RETRYABLE_MYSQL_ERRORS = frozenset({1213, 1205})
+
+
+def is_retryable_conflict(exc: BaseException) -> bool:
+    """A write that lost a lock conflict and was rolled back, so running it again is safe."""
+    args: tuple[object, ...] = tuple(getattr(getattr(exc, "orig", None), "args", ()))
+    return bool(args) and args[0] in RETRYABLE_MYSQL_ERRORS
 
 
 def is_mysql(engine: AsyncEngine | AsyncConnection) -> bool:

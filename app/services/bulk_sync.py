@@ -42,7 +42,7 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.config import Settings
-from app.db import database_now, is_mysql, transaction
+from app.db import database_now, is_mysql, is_retryable_conflict, transaction
 from app.errors import Conflict, InvalidRequest
 from app.models import ChangeType, Marketplace, RunStatus, RunTrigger, Variation, table_of, utcnow
 from app.services import runs
@@ -74,8 +74,7 @@ QUEUE_PAGES = 16
 # (the next run picks the row up); overwriting a newer value is not. It also absorbs clock drift
 # between this host and the database during a long run.
 SNAPSHOT_SAFETY_MARGIN = timedelta(milliseconds=500)
-# MySQL deadlock / lock wait timeout: the batch transaction is repeated from scratch.
-RETRYABLE_MYSQL_ERRORS = frozenset({1205, 1213})
+# A batch that lost a lock conflict (deadlock, lock wait timeout) is repeated from scratch.
 BATCH_ATTEMPTS = 3
 
 RUNS_TOTAL = Counter(
@@ -597,10 +596,7 @@ class _BulkSync:
                     outcome.add_to(saved)
                     await runs.save_run(conn, run=saved)
             except sa.exc.OperationalError as exc:
-                if (
-                    attempt == BATCH_ATTEMPTS
-                    or _mysql_error_code(exc) not in RETRYABLE_MYSQL_ERRORS
-                ):
+                if attempt == BATCH_ATTEMPTS or not is_retryable_conflict(exc):
                     raise
                 log.warning("bulk sync run %d: batch hit %s, repeating it", self.run.id, exc.orig)
                 continue
@@ -837,11 +833,6 @@ def _match_key(value: str | None) -> str:
 
 def _reference_of(listing: Listing) -> str:
     return str(listing.listing_id) if listing.listing_id is not None else listing.id
-
-
-def _mysql_error_code(exc: sa.exc.DBAPIError) -> int | None:
-    args = getattr(exc.orig, "args", ())
-    return args[0] if args and isinstance(args[0], int) else None
 
 
 async def _stop_tasks(tasks: list[asyncio.Task[None]]) -> None:

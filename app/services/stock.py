@@ -127,17 +127,19 @@ async def _write_chunk(
 ) -> StockWriteResult:
     result = StockWriteResult()
     now = await database_now(conn)
-    existing = await _lock_existing_rows(
-        conn, marketplace_id=marketplace_id, variation_ids=list(latest)
-    )
+    current = await _lock_rows(conn, marketplace_id=marketplace_id, variation_ids=sorted(latest))
 
     upserts: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
     touched_ids: list[int] = []
+    feed_changes: list[StockObservation] = []
     for variation_id, obs in latest.items():
-        row = existing.get(variation_id)
+        if variation_id not in current:
+            continue  # the variation is gone (deleted meanwhile): nothing to attach stock to
+        row = current[variation_id]
+        has_stock = row["stock_id"] is not None
         if (
-            row is not None
+            has_stock
             and obs.not_changed_since is not None
             and row["stock_changed_at"] is not None
             and row["stock_changed_at"] > obs.not_changed_since
@@ -146,7 +148,11 @@ async def _write_chunk(
             result.skipped_variation_ids.add(variation_id)
             result.rows[variation_id] = _stock_row(row, marketplace_id)
             continue
-        locked = row["locked_stock"] if row is not None else 0
+        if (obs.sku is not None and obs.sku != row["sku"]) or (
+            obs.publication_state is not None and obs.publication_state != row["state"]
+        ):
+            feed_changes.append(obs)
+        locked = row["locked_stock"] if has_stock else 0
         after = StockRow(
             variation_id=variation_id,
             marketplace_id=marketplace_id,
@@ -158,16 +164,16 @@ async def _write_chunk(
         )
         result.rows[variation_id] = after
         if (
-            row is not None
+            has_stock
             and row["listed_stock"] == after.listed_stock
             and row["available_stock"] == after.available_stock
             and row["last_api_quantity"] == after.last_api_quantity
         ):
             result.unchanged += 1
-            touched_ids.append(row["id"])
+            touched_ids.append(row["stock_id"])
             continue
         result.updated += 1
-        if row is None:
+        if not has_stock:
             result.created += 1
         upserts.append(
             {
@@ -183,17 +189,17 @@ async def _write_chunk(
                 "updated_at": now,
             }
         )
-        before_listed = row["listed_stock"] if row is not None else 0
+        before_listed = row["listed_stock"] if has_stock else 0
         history.append(
             {
-                "marketplace_stock_id": row["id"] if row is not None else None,
+                "marketplace_stock_id": row["stock_id"],
                 "variation_id": variation_id,
                 "marketplace_id": marketplace_id,
                 "listed_stock_before": before_listed,
                 "listed_stock_after": after.listed_stock,
                 "locked_stock_before": locked,
                 "locked_stock_after": locked,
-                "available_stock_before": row["available_stock"] if row is not None else 0,
+                "available_stock_before": row["available_stock"] if has_stock else 0,
                 "available_stock_after": after.available_stock,
                 "quantity_change": after.listed_stock - before_listed,
                 "change_type": change_type.value,
@@ -209,7 +215,9 @@ async def _write_chunk(
         return result
 
     if upserts:
-        await conn.execute(_upsert_statement(conn, upserts))
+        # One cached statement, the rows as executemany parameters: the drivers send them
+        # as multi-row INSERTs, and SQLAlchemy compiles the statement once, not per batch.
+        await conn.execute(_upsert_statement(conn), upserts)
     if history:
         await _fill_new_history_row_ids(conn, marketplace_id=marketplace_id, history=history)
         await conn.execute(sa.insert(history_table), history)
@@ -219,28 +227,45 @@ async def _write_chunk(
             .where(stock_table.c.id.in_(touched_ids))
             .values(last_synced_at=now)
         )
-    written = [obs for vid, obs in latest.items() if vid not in result.skipped_variation_ids]
-    await _update_variations(
-        conn, written=written, changed_ids={h["variation_id"] for h in history}, now=now
-    )
+    changed_ids = [entry["variation_id"] for entry in history]
+    if changed_ids:
+        await conn.execute(_resum_statement(), {"ids": changed_ids, "now": now})
+    if feed_changes:
+        await _update_sku_and_state(conn, feed_changes)
     return result
 
 
-async def _lock_existing_rows(
+async def _lock_rows(
     conn: AsyncConnection, *, marketplace_id: int, variation_ids: list[int]
 ) -> dict[int, Any]:
-    query = sa.select(
-        stock_table.c.id,
-        stock_table.c.variation_id,
-        stock_table.c.listed_stock,
-        stock_table.c.locked_stock,
-        stock_table.c.available_stock,
-        stock_table.c.last_api_quantity,
-        stock_table.c.last_synced_at,
-        stock_table.c.stock_changed_at,
-    ).where(
-        stock_table.c.marketplace_id == marketplace_id,
-        stock_table.c.variation_id.in_(variation_ids),
+    """The variations and their stock rows, locked in one statement (variation rows first).
+
+    Locking the variation rows serialises writers of one variation, so each computes its
+    listed_stock sum over what the others committed.
+    """
+    joined = variation_table.outerjoin(
+        stock_table,
+        sa.and_(
+            stock_table.c.variation_id == variation_table.c.id,
+            stock_table.c.marketplace_id == marketplace_id,
+        ),
+    )
+    query = (
+        sa.select(
+            variation_table.c.id.label("variation_id"),
+            variation_table.c.sku,
+            variation_table.c.state,
+            stock_table.c.id.label("stock_id"),
+            stock_table.c.listed_stock,
+            stock_table.c.locked_stock,
+            stock_table.c.available_stock,
+            stock_table.c.last_api_quantity,
+            stock_table.c.last_synced_at,
+            stock_table.c.stock_changed_at,
+        )
+        .select_from(joined)
+        .where(variation_table.c.id.in_(variation_ids))
+        .order_by(variation_table.c.id)
     )
     if is_mysql(conn):
         # SQLite already holds the database write lock (BEGIN IMMEDIATE).
@@ -249,7 +274,7 @@ async def _lock_existing_rows(
     return {row["variation_id"]: row for row in rows}
 
 
-def _upsert_statement(conn: AsyncConnection, rows: list[dict[str, Any]]) -> sa.Executable:
+def _upsert_statement(conn: AsyncConnection) -> sa.Executable:
     updated_columns = (
         "listed_stock",
         "available_stock",
@@ -259,14 +284,28 @@ def _upsert_statement(conn: AsyncConnection, rows: list[dict[str, Any]]) -> sa.E
         "updated_at",
     )
     if is_mysql(conn):
-        mysql_insert = mysql.insert(stock_table).values(rows)
+        mysql_insert = mysql.insert(stock_table)
         return mysql_insert.on_duplicate_key_update(
             {name: mysql_insert.inserted[name] for name in updated_columns}
         )
-    sqlite_insert = sqlite.insert(stock_table).values(rows)
+    sqlite_insert = sqlite.insert(stock_table)
     return sqlite_insert.on_conflict_do_update(
         index_elements=[stock_table.c.variation_id, stock_table.c.marketplace_id],
         set_={name: sqlite_insert.excluded[name] for name in updated_columns},
+    )
+
+
+def _resum_statement() -> sa.Executable:
+    """variation.listed_stock = SUM over its marketplaces, for the variations whose stock changed."""
+    summed = (
+        sa.select(sa.func.coalesce(sa.func.sum(stock_table.c.listed_stock), 0))
+        .where(stock_table.c.variation_id == variation_table.c.id)
+        .scalar_subquery()
+    )
+    return (
+        sa.update(variation_table)
+        .where(variation_table.c.id.in_(sa.bindparam("ids", expanding=True)))
+        .values(listed_stock=summed, updated_at=sa.bindparam("now"))
     )
 
 
@@ -290,35 +329,24 @@ async def _fill_new_history_row_ids(
         entry["marketplace_stock_id"] = ids.get(entry["variation_id"])
 
 
-async def _update_variations(
-    conn: AsyncConnection, *, written: list[StockObservation], changed_ids: set[int], now: datetime
-) -> None:
-    """One UPDATE: listed_stock re-summed, sku/state from the feed, updated_at where stock changed."""
-    if not written:
-        return
-    ids = [obs.variation_id for obs in written]
-    summed = (
-        sa.select(sa.func.coalesce(sa.func.sum(stock_table.c.listed_stock), 0))
-        .where(stock_table.c.variation_id == variation_table.c.id)
-        .scalar_subquery()
-    )
-    values: dict[str, Any] = {"listed_stock": summed}
-    with_sku = {obs.variation_id: obs.sku for obs in written if obs.sku is not None}
+async def _update_sku_and_state(conn: AsyncConnection, changes: list[StockObservation]) -> None:
+    """One UPDATE for the variations whose sku or publication state the feed changed.
+
+    Usually only a few rows (a first sync sets them all once).
+    """
+    ids = [obs.variation_id for obs in changes]
+    values: dict[str, Any] = {}
+    with_sku = {obs.variation_id: obs.sku for obs in changes if obs.sku is not None}
     if with_sku:
         values["sku"] = sa.case(with_sku, value=variation_table.c.id, else_=variation_table.c.sku)
     with_state = {
         obs.variation_id: obs.publication_state
-        for obs in written
+        for obs in changes
         if obs.publication_state is not None
     }
     if with_state:
         values["state"] = sa.case(
             with_state, value=variation_table.c.id, else_=variation_table.c.state
-        )
-    if changed_ids:
-        values["updated_at"] = sa.case(
-            (variation_table.c.id.in_(sorted(changed_ids)), sa.literal(now, sa.DateTime())),
-            else_=variation_table.c.updated_at,
         )
     await conn.execute(
         sa.update(variation_table).where(variation_table.c.id.in_(ids)).values(values)
