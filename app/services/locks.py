@@ -70,6 +70,11 @@ class HeldLock:
     name: str
     _conn: AsyncConnection | None = None
 
+    @property
+    def connection(self) -> AsyncConnection | None:
+        """The connection holding the lock on MySQL (reusable for short transactions), else None."""
+        return self._conn
+
     async def still_held(self) -> bool:
         """True while this process still holds the lock (checks the database on MySQL)."""
         if self._conn is None:

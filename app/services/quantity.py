@@ -27,7 +27,7 @@ import logging
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,7 +36,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.config import Settings
-from app.db import database_now, transaction
+from app.db import is_mysql, now_expression, transaction
 from app.errors import (
     Conflict,
     DomainError,
@@ -51,7 +51,7 @@ from app.models import ChangeType, Marketplace, MarketplaceStock, Variation, as_
 from app.services import backmarket as bm
 from app.services import idempotency, update_budget
 from app.services.locks import HeldLock, LockBusy, NamedLocks
-from app.services.stock import StockObservation, write_observations
+from app.services.stock import StockObservation, StockWriteResult, write_observations
 from app.services.variation_lock import hold_variation
 
 log = logging.getLogger(__name__)
@@ -163,16 +163,20 @@ async def refresh_quantity(
 
     Raises NotFound (unknown variation), Conflict (no Back Market reference),
     InvalidRequest (marketplace unknown, or without a client when refreshing).
+
+    Cost, the hot path: one pooled connection on MySQL (the lock's), one statement before the
+    GET (checks, stored row and database clock together), the stock write after it, and no
+    read-back (the answer is built from the write's result).
     """
-    async with engine.connect() as conn:
-        await _check_marketplace(conn, marketplace_id, live=refresh)
-        variation = await _load_variation(conn, variation_id)
-    if not refresh:
+    if not refresh or marketplace_id != BACKMARKET_MARKETPLACE_ID:
+        # A live read of another marketplace is refused here (InvalidRequest), without
+        # queueing for the lock; the other checks run under it, in the read before the GET.
+        async with engine.connect() as conn:
+            stored = await _read_stored(
+                conn, variation_id=variation_id, marketplace_id=marketplace_id, live=refresh
+            )
         REFRESH_OUTCOMES.labels(outcome="from_database").inc()
-        return await _stored_quantity(
-            engine, variation_id=variation_id, marketplace_id=marketplace_id
-        )
-    listing_ref = variation.listing_ref
+        return stored.quantity()
     try:
         async with hold_variation(
             engine=engine,
@@ -180,45 +184,63 @@ async def refresh_quantity(
             settings=settings,
             variation_id=variation_id,
             wait_seconds=lock_timeout,
-        ):
-            async with engine.connect() as conn:
-                # Taken before the GET is sent: a change recorded after this moment is newer
-                # than what Back Market is about to tell us, and must not be overwritten.
-                read_sent_after = await database_now(conn)
+            # Everything below runs through held.connection().
+            connections=1,
+        ) as held:
+            async with held.connection() as conn:
+                # Read once the lock is held and before the GET is sent, so its clock is the
+                # cutoff: a change recorded after it is newer than what Back Market is about
+                # to tell us, and must not be overwritten.
+                before = await _read_stored(
+                    conn,
+                    variation_id=variation_id,
+                    marketplace_id=marketplace_id,
+                    live=True,
+                    for_refresh=True,
+                )
+            variation = before.variation
+            listing_ref = variation.listing_ref
             try:
                 listing = await client.get_listing(listing_ref)
             except bm.BackMarketError as exc:
                 REFRESH_OUTCOMES.labels(outcome=f"stale_{_error_kind(exc)}").inc()
                 log.warning("refresh of variation %s: Back Market not read: %s", variation_id, exc)
-                return await _stored_quantity(
-                    engine,
-                    variation_id=variation_id,
-                    marketplace_id=marketplace_id,
-                    error=_read_failure_message(exc, listing_ref),
-                )
-            async with transaction(engine) as conn:
+                # Read again: the stored values may have changed while Back Market was asked.
+                async with held.connection() as conn:
+                    now_stored = await _read_stored(
+                        conn, variation_id=variation_id, marketplace_id=marketplace_id, live=True
+                    )
+                return now_stored.quantity(error=_read_failure_message(exc, listing_ref))
+            async with held.connection() as conn, conn.begin():
                 written = await write_observations(
                     conn,
                     marketplace_id=marketplace_id,
                     observations=[
-                        _observation(variation, listing, not_changed_since=read_sent_after)
+                        _observation(variation, listing, not_changed_since=before.read_at)
                     ],
                     change_type=ChangeType.REFRESH,
                 )
-                await _remember_listing_identity(conn, variation, listing)
-                answer = await _read_quantity(
-                    conn, variation_id=variation_id, marketplace_id=marketplace_id
-                )
+                identity = await _remember_listing_identity(conn, variation, listing)
+                answer = _refreshed_quantity(conn, before, listing, written, identity)
+                if answer is None:
+                    # A newer change was kept (or the variation went meanwhile): answer what
+                    # the database holds now, inside the same transaction.
+                    stored_now = await _read_stored(
+                        conn, variation_id=variation_id, marketplace_id=marketplace_id, live=True
+                    )
+                    answer = stored_now.quantity()
     except LockBusy:
+        async with engine.connect() as conn:
+            # Checked like a refresh: an invalid request is refused, not answered stale.
+            stored = await _read_stored(
+                conn, variation_id=variation_id, marketplace_id=marketplace_id, live=True
+            )
         REFRESH_OUTCOMES.labels(outcome="stale_busy").inc()
-        return await _stored_quantity(
-            engine,
-            variation_id=variation_id,
-            marketplace_id=marketplace_id,
+        return stored.quantity(
             error=(
                 f"another stock change of variation {variation_id} has been running for "
                 f"{lock_timeout:g} s; stored values returned"
-            ),
+            )
         )
     outcome = (
         "skipped_newer"
@@ -269,8 +291,11 @@ async def add_quantity(
         if idempotency_key is not None and (problem := idempotency.key_problem(idempotency_key)):
             raise InvalidRequest(problem)
         async with engine.connect() as conn:
-            await _check_marketplace(conn, marketplace_id, live=True)
-            variation = await _load_variation(conn, variation_id)
+            variation = (
+                await _read_stored(
+                    conn, variation_id=variation_id, marketplace_id=marketplace_id, live=True
+                )
+            ).variation
         addition = _Addition(
             engine=engine,
             client=client,
@@ -295,7 +320,7 @@ async def add_quantity(
                 variation_id=variation_id,
                 wait_seconds=lock_timeout,
             ) as held:
-                addition.held = held
+                addition.held = held.lock
                 result, outcome = await addition.run()
         except LockBusy:
             raise Conflict(
@@ -543,8 +568,8 @@ class _Addition:
                 notes=note,
             )
             await _remember_listing_identity(conn, self.variation, listing)
-            stored = await _read_quantity(
-                conn, variation_id=self.variation.id, marketplace_id=self.marketplace_id
+            stored = await _read_stored(
+                conn, variation_id=self.variation.id, marketplace_id=self.marketplace_id, live=True
             )
             result = AddResult(
                 variation_id=self.variation.id,
@@ -552,7 +577,7 @@ class _Addition:
                 previous_quantity=previous,
                 added=self.added,
                 quantity=listing.quantity,
-                available_stock=stored.available_stock,
+                available_stock=stored.available_stock or 0,
                 variation_listed_stock=stored.variation_listed_stock,
                 idempotent_replay=False,
             )
@@ -575,12 +600,148 @@ class _Addition:
 # -- reading and writing the database -----------------------------------------------------
 
 
-async def _check_marketplace(conn: AsyncConnection, marketplace_id: int, *, live: bool) -> None:
-    name = (
-        await conn.execute(
-            sa.select(marketplace_table.c.name).where(marketplace_table.c.id == marketplace_id)
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """A variation and its stock row on one marketplace, as read in one statement."""
+
+    variation: _VariationRef
+    marketplace_id: int
+    sku: str | None
+    state: int | None
+    variation_listed_stock: int
+    # The stock row's columns; None when the variation was never synced to the marketplace.
+    listed_stock: int | None
+    locked_stock: int | None
+    available_stock: int | None
+    last_synced_at: datetime | None
+    # Read for a refresh only: the variation's listed stock on its other marketplaces, and
+    # the database clock at the read (the refresh's cutoff).
+    other_listed_stock: int = 0
+    read_at: datetime | None = None
+
+    def quantity(self, error: str | None = None) -> Quantity:
+        return Quantity(
+            variation_id=self.variation.id,
+            marketplace_id=self.marketplace_id,
+            reference_id=self.variation.reference_id,
+            reference_uuid=self.variation.reference_uuid,
+            sku=self.sku,
+            publication_state=self.state,
+            quantity=self.listed_stock or 0,
+            locked_stock=self.locked_stock or 0,
+            available_stock=self.available_stock or 0,
+            variation_listed_stock=self.variation_listed_stock,
+            synced_at=as_utc(self.last_synced_at),
+            stale=error is not None,
+            error=error,
         )
-    ).scalar_one_or_none()
+
+
+async def _read_stored(
+    conn: AsyncConnection,
+    *,
+    variation_id: int,
+    marketplace_id: int,
+    live: bool,
+    for_refresh: bool = False,
+) -> _Stored:
+    """The variation, its stock row and the marketplace's check, in one statement.
+
+    Raises InvalidRequest (marketplace unknown, or without a client when `live`) before
+    NotFound (unknown variation), whichever the request has both of.
+    """
+    row = (
+        await conn.execute(
+            _stored_statement(conn, for_refresh=for_refresh),
+            {"variation_id": variation_id, "marketplace_id": marketplace_id},
+        )
+    ).first()
+    if row is None:
+        # No row, so no marketplace name either: look it up, its error comes first.
+        name = (
+            await conn.execute(
+                sa.select(marketplace_table.c.name).where(marketplace_table.c.id == marketplace_id)
+            )
+        ).scalar_one_or_none()
+        _check_marketplace(name, marketplace_id, live=live)
+        raise NotFound(f"variation {variation_id} not found")
+    _check_marketplace(row.marketplace_name, marketplace_id, live=live)
+    return _Stored(
+        variation=_VariationRef(
+            id=variation_id, reference_id=row.reference_id, reference_uuid=row.reference_uuid
+        ),
+        marketplace_id=marketplace_id,
+        sku=row.sku,
+        state=row.state,
+        variation_listed_stock=row.variation_listed_stock or 0,
+        listed_stock=row.listed_stock,
+        locked_stock=row.locked_stock,
+        available_stock=row.available_stock,
+        last_synced_at=row.last_synced_at,
+        other_listed_stock=int(row.other_listed_stock) if for_refresh else 0,
+        read_at=row.read_at if for_refresh else None,
+    )
+
+
+# Built once per dialect and kind, then reused: building a statement with subqueries costs
+# more CPU than running it, and a reused statement also keeps its cache key memoized.
+_stored_statements: dict[tuple[str, bool], sa.Select[Any]] = {}
+
+
+def _stored_statement(conn: AsyncConnection, *, for_refresh: bool) -> sa.Select[Any]:
+    """`_read_stored`'s one statement; parameters `variation_id` and `marketplace_id`."""
+    key = (conn.dialect.name, for_refresh)
+    statement = _stored_statements.get(key)
+    if statement is not None:
+        return statement
+    variation_id = sa.bindparam("variation_id", type_=sa.Integer)
+    marketplace_id = sa.bindparam("marketplace_id", type_=sa.Integer)
+    columns: list[sa.ColumnElement[Any]] = [
+        sa.select(marketplace_table.c.name)
+        .where(marketplace_table.c.id == marketplace_id)
+        .scalar_subquery()
+        .label("marketplace_name"),
+        variation_table.c.reference_id,
+        variation_table.c.reference_uuid,
+        variation_table.c.sku,
+        variation_table.c.state,
+        variation_table.c.listed_stock.label("variation_listed_stock"),
+        stock_table.c.listed_stock,
+        stock_table.c.locked_stock,
+        stock_table.c.available_stock,
+        stock_table.c.last_synced_at,
+    ]
+    if for_refresh:
+        others = stock_table.alias("other_stock")
+        columns += [
+            sa.select(sa.func.coalesce(sa.func.sum(others.c.listed_stock), 0))
+            .where(
+                others.c.variation_id == variation_table.c.id,
+                others.c.marketplace_id != marketplace_id,
+            )
+            .scalar_subquery()
+            .label("other_listed_stock"),
+            # Taken in the same round trip rather than by a `database_now` of its own.
+            sa.type_coerce(now_expression(conn), sa.DateTime()).label("read_at"),
+        ]
+    statement = (
+        sa.select(*columns)
+        .select_from(
+            variation_table.outerjoin(
+                stock_table,
+                sa.and_(
+                    stock_table.c.variation_id == variation_table.c.id,
+                    stock_table.c.marketplace_id == marketplace_id,
+                ),
+            )
+        )
+        .where(variation_table.c.id == variation_id)
+    )
+    _stored_statements[key] = statement
+    return statement
+
+
+def _check_marketplace(name: str | None, marketplace_id: int, *, live: bool) -> None:
     if name is None:
         raise InvalidRequest(f"marketplace {marketplace_id} does not exist")
     if live and marketplace_id != BACKMARKET_MARKETPLACE_ID:
@@ -590,81 +751,56 @@ async def _check_marketplace(conn: AsyncConnection, marketplace_id: int, *, live
         )
 
 
-async def _load_variation(conn: AsyncConnection, variation_id: int) -> _VariationRef:
-    row = (
-        await conn.execute(
-            sa.select(
-                variation_table.c.id,
-                variation_table.c.reference_id,
-                variation_table.c.reference_uuid,
-            ).where(variation_table.c.id == variation_id)
-        )
-    ).first()
-    if row is None:
-        raise NotFound(f"variation {variation_id} not found")
-    return _VariationRef(
-        id=row.id, reference_id=row.reference_id, reference_uuid=row.reference_uuid
-    )
-
-
-async def _read_quantity(
+def _refreshed_quantity(
     conn: AsyncConnection,
-    *,
-    variation_id: int,
-    marketplace_id: int,
-    error: str | None = None,
-) -> Quantity:
-    row = (
-        await conn.execute(
-            sa.select(
-                variation_table.c.reference_id,
-                variation_table.c.reference_uuid,
-                variation_table.c.sku,
-                variation_table.c.state,
-                variation_table.c.listed_stock.label("variation_listed_stock"),
-                stock_table.c.listed_stock,
-                stock_table.c.locked_stock,
-                stock_table.c.available_stock,
-                stock_table.c.last_synced_at,
-            )
-            .select_from(
-                variation_table.outerjoin(
-                    stock_table,
-                    sa.and_(
-                        stock_table.c.variation_id == variation_table.c.id,
-                        stock_table.c.marketplace_id == marketplace_id,
-                    ),
-                )
-            )
-            .where(variation_table.c.id == variation_id)
-        )
-    ).first()
-    if row is None:
-        raise NotFound(f"variation {variation_id} not found")
+    before: _Stored,
+    listing: bm.Listing,
+    written: StockWriteResult,
+    identity: dict[str, Any],
+) -> Quantity | None:
+    """A refresh's answer built from what it read before the GET and what it wrote.
+
+    No read-back: `written.rows` is the stock row as it stands after the write, the sku and
+    state are the listing's when it has them (the write stores exactly those), and the
+    variation's listed stock is, as after every write, the sum over its marketplaces. None
+    when a newer change was kept (or the variation went meanwhile): then only the database
+    knows the answer.
+    """
+    row = written.rows.get(before.variation.id)
+    if row is None or written.skipped_newer:
+        return None
     return Quantity(
-        variation_id=variation_id,
-        marketplace_id=marketplace_id,
-        reference_id=row.reference_id,
-        reference_uuid=row.reference_uuid,
-        sku=row.sku,
-        publication_state=row.state,
-        quantity=row.listed_stock or 0,
-        locked_stock=row.locked_stock or 0,
-        available_stock=row.available_stock or 0,
-        variation_listed_stock=row.variation_listed_stock or 0,
-        synced_at=as_utc(row.last_synced_at),
-        stale=error is not None,
-        error=error,
+        variation_id=before.variation.id,
+        marketplace_id=before.marketplace_id,
+        reference_id=identity.get("reference_id", before.variation.reference_id),
+        reference_uuid=identity.get("reference_uuid", before.variation.reference_uuid),
+        sku=listing.sku if listing.sku is not None else before.sku,
+        publication_state=(
+            listing.publication_state if listing.publication_state is not None else before.state
+        ),
+        quantity=row.listed_stock,
+        locked_stock=row.locked_stock,
+        available_stock=row.available_stock,
+        variation_listed_stock=before.other_listed_stock + row.listed_stock,
+        synced_at=as_utc(_as_stored_timestamp(conn, row.last_synced_at)),
+        stale=False,
+        error=None,
     )
 
 
-async def _stored_quantity(
-    engine: AsyncEngine, *, variation_id: int, marketplace_id: int, error: str | None = None
-) -> Quantity:
-    async with engine.connect() as conn:
-        return await _read_quantity(
-            conn, variation_id=variation_id, marketplace_id=marketplace_id, error=error
-        )
+def _as_stored_timestamp(conn: AsyncConnection, moment: datetime | None) -> datetime | None:
+    """`moment` as `marketplace_stock.last_synced_at` gives it back when read.
+
+    On MySQL/MariaDB that column is a TIMESTAMP of whole seconds: MariaDB drops the
+    fraction, MySQL rounds it (unless sql_mode has TIME_TRUNCATE_FRACTIONAL). SQLite keeps
+    the microseconds.
+    """
+    if moment is None or not is_mysql(conn):
+        return moment
+    whole = moment.replace(microsecond=0)
+    if not getattr(conn.dialect, "is_mariadb", False) and moment.microsecond >= 500_000:
+        return whole + timedelta(seconds=1)
+    return whole
 
 
 def _observation(
@@ -684,8 +820,11 @@ def _observation(
 
 async def _remember_listing_identity(
     conn: AsyncConnection, variation: _VariationRef, listing: bm.Listing
-) -> None:
-    """Fill in a missing reference, so the next call can use the UUID Back Market prefers."""
+) -> dict[str, Any]:
+    """Fill in a missing reference, so the next call can use the UUID Back Market prefers.
+
+    Returns the columns written (none, usually).
+    """
     values: dict[str, Any] = {}
     if not variation.reference_uuid:
         values["reference_uuid"] = listing.id
@@ -695,6 +834,7 @@ async def _remember_listing_identity(
         await conn.execute(
             sa.update(variation_table).where(variation_table.c.id == variation.id).values(values)
         )
+    return values
 
 
 # -- errors ---------------------------------------------------------------------------
