@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -13,6 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from app.config import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+CONFLICT_ATTEMPTS = 3
+
+T = TypeVar("T")
 
 
 def create_engine(settings: Settings | str, *, pool_size: int | None = None) -> AsyncEngine:
@@ -85,6 +88,27 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A short transaction: committed on success, rolled back on error."""
     async with engine.begin() as conn:
         yield conn
+
+
+async def in_transaction(
+    engine: AsyncEngine,
+    work: Callable[[AsyncConnection], Awaitable[T]],
+    *,
+    attempts: int = CONFLICT_ATTEMPTS,
+) -> T:
+    """Run `work` in a short transaction, again from scratch when it lost a lock conflict.
+
+    For writes that must land once something irreversible happened (Back Market already
+    holds the new quantity): a deadlock then must not become an error the caller retries.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            async with engine.begin() as conn:
+                return await work(conn)
+        except sa.exc.DBAPIError as exc:
+            if attempt == attempts or not is_retryable_conflict(exc):
+                raise
+    raise AssertionError("unreachable")
 
 
 async def database_now(conn: AsyncConnection) -> Any:

@@ -36,7 +36,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.config import Settings
-from app.db import is_mysql, now_expression, transaction
+from app.db import in_transaction, is_mysql, now_expression
 from app.errors import (
     Conflict,
     DomainError,
@@ -557,7 +557,8 @@ class _Addition:
             f"add {self.added:+d}: {previous} -> {previous + self.added} sent, "
             f"Back Market answered {listing.quantity}"
         )
-        async with transaction(self.engine) as conn:
+
+        async def write(conn: AsyncConnection) -> AddResult:
             await write_observations(
                 conn,
                 marketplace_id=self.marketplace_id,
@@ -589,6 +590,11 @@ class _Addition:
                     target_quantity=previous + self.added,
                     response=result.model_dump(mode="json"),
                 )
+            return result
+
+        # Back Market already holds the new quantity: a lost lock conflict is retried here,
+        # never turned into an error that a caller without a key would answer by resending.
+        result = await in_transaction(self.engine, write)
         log.info("variation %s: %s (key %r)", self.variation.id, note, self.key)
         return result.model_copy(update={"idempotent_replay": replay})
 
