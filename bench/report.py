@@ -116,7 +116,9 @@ def render_markdown(
     lines = [
         "# Benchmarks",
         "",
-        f"Written by `{command}` (the `bench/` package); raw figures in "
+        "Reproduce every figure with `python -m bench --million` (about an hour on this "
+        "machine; `python -m bench` without the million-listing run, `--scenario N` for one "
+        f"scenario). This file was last written by `{command}`; raw figures in "
         f"[`{relative(json_path)}`]({relative(json_path)}). "
         "Issue 6 sets the scenarios and targets.",
         "",
