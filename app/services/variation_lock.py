@@ -62,9 +62,9 @@ class HeldVariation:
         piece only. Either way no transaction is left open when the block ends, so none is
         ever open across the Back Market call made between two pieces.
         """
-        # HeldLock keeps its connection private; it is the connection GET_LOCK ran on, never
-        # returned to the pool while the lock is held, so running short transactions on it
-        # is safe (a commit or rollback does not release a GET_LOCK lock).
+        # The connection GET_LOCK ran on is never returned to the pool while the lock is
+        # held, so running short transactions on it is safe (a commit or rollback does not
+        # release a GET_LOCK lock).
         lock_conn = self.lock.connection
         if lock_conn is None:
             async with self.engine.connect() as conn:
