@@ -34,3 +34,24 @@ def require_api_key(request: Request, services: ServicesDep) -> None:
         detail="missing or invalid API key (send 'Authorization: Bearer <key>' or 'X-API-Key: <key>')",
         headers={"WWW-Authenticate": "Bearer"},
     )
+
+
+def require_json_body(request: Request) -> None:
+    """A request that carries a body must say it is JSON (422, a bad body, with what to send).
+
+    FastAPI only parses bodies labelled as JSON (which keeps browsers from posting to this
+    API without a CORS preflight); without this check the caller would get a puzzling 422.
+    """
+    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in (
+        request.headers
+    )
+    if not has_body:
+        return
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "application/json" or media_type.endswith("+json"):
+        return
+    raise HTTPException(
+        status_code=422,
+        detail=f"the request body must be JSON: send 'Content-Type: application/json' "
+        f"(got {media_type or 'no Content-Type'})",
+    )

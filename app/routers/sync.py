@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
-from app.deps import ServicesDep
+from app.deps import ServicesDep, require_json_body
 from app.models import RunTrigger
 from app.services import runs
 from app.services.bulk_sync import BACKMARKET_MARKETPLACE_ID, BulkSyncRunner
@@ -42,6 +42,7 @@ def _runner(services: Services) -> BulkSyncRunner:
 @router.post(
     "/bulk",
     status_code=202,
+    dependencies=[Depends(require_json_body)],
     response_model=RunEnvelope,
     responses={
         200: {"model": RunEnvelope, "description": "with wait=true: the finished run"},

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Depends, Header, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
-from app.deps import ServicesDep
+from app.deps import ServicesDep, require_json_body
 from app.services.quantity import AddResult, Quantity, add_quantity, refresh_quantity
 
 router = APIRouter(prefix="/variations", tags=["variations"])
@@ -65,7 +65,11 @@ async def get_quantity(
     )
 
 
-@router.post("/{variation_id}/add-quantity", responses=_errors(404, 409, 422, 429, 502, 504))
+@router.post(
+    "/{variation_id}/add-quantity",
+    responses=_errors(404, 409, 422, 429, 502, 504),
+    dependencies=[Depends(require_json_body)],
+)
 async def post_add_quantity(
     variation_id: int,
     body: AddQuantityBody,
