@@ -216,6 +216,22 @@ async def list_runs(engine: AsyncEngine, *, marketplace_id: int | None, limit: i
     return [run_from_row(row) for row in rows]
 
 
+async def latest_start(
+    engine: AsyncEngine, *, marketplace_id: int, trigger: RunTrigger
+) -> datetime | None:
+    """When the newest run of that trigger started (naive UTC), or None."""
+    async with engine.connect() as conn:
+        started: datetime | None = (
+            await conn.execute(
+                sa.select(sa.func.max(runs_table.c.started_at)).where(
+                    runs_table.c.marketplace_id == marketplace_id,
+                    runs_table.c.trigger == trigger.value,
+                )
+            )
+        ).scalar()
+    return started
+
+
 async def running_run_ids(
     conn: AsyncConnection, *, marketplace_id: int
 ) -> list[tuple[int, str | None]]:

@@ -1,16 +1,20 @@
 """The scheduled bulk sync: one named APScheduler job, every `SYNC_INTERVAL_MINUTES`.
 
-Explicit and visible (the seed's `everySixHours()->at('00:00')` silently ran once a day): an
-interval trigger counted from start-up, its next run time reported by `GET /sync/schedule` and
-`/readyz`. Missed runs coalesce into one, a job never overlaps itself, and the marketplace lock
-makes exactly one of several workers or replicas run each time; the others log and skip.
+Explicit and visible (the seed's `everySixHours()->at('00:00')` silently ran once a day): the
+slots are whole multiples of the interval counted from 2000-01-01 00:00 UTC (360 minutes:
+00:00, 06:00, 12:00 and 18:00 UTC), the same in every process, and the next one is reported
+by `GET /sync/schedule` and `/readyz`. Missed runs coalesce into one and a job never overlaps
+itself. With several workers or replicas every scheduler fires at the same slot: the
+marketplace lock lets one of them run, and a scheduler that fires a little later (a busy loop,
+clock skew) sees that this slot's run has already started and skips too, so each slot gets
+exactly one run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,7 +22,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from app.errors import Conflict
-from app.models import RunTrigger
+from app.models import RunTrigger, utcnow
+from app.services import runs
 from app.services.bulk_sync import BACKMARKET_MARKETPLACE_ID, BulkSyncRunner, close_stale_runs
 from app.services.container import Services
 from app.services.runs import Run
@@ -26,12 +31,30 @@ from app.services.runs import Run
 log = logging.getLogger(__name__)
 
 JOB_ID = "stock_sync:bulk:schedule"
+# Slots are counted from here, so every process computes the same ones.
+SCHEDULE_ANCHOR = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 async def run_scheduled_sync(
-    *, runner: BulkSyncRunner, marketplace_id: int = BACKMARKET_MARKETPLACE_ID
+    *,
+    runner: BulkSyncRunner,
+    marketplace_id: int = BACKMARKET_MARKETPLACE_ID,
+    interval_minutes: int | None = None,
 ) -> Run | None:
-    """The job: one run with trigger `schedule`; None when another run holds the lock."""
+    """The job: one run with trigger `schedule`; None when this slot is already covered.
+
+    Covered: another run holds the lock, or (with `interval_minutes`) a scheduled run started
+    less than half an interval ago — another replica's run of this same slot.
+    """
+    if interval_minutes:
+        latest = await runs.latest_start(
+            runner.engine, marketplace_id=marketplace_id, trigger=RunTrigger.SCHEDULE
+        )
+        if latest is not None and utcnow() - latest < timedelta(minutes=interval_minutes) / 2:
+            log.info(
+                "scheduled bulk sync skipped: this slot's run already started at %s UTC", latest
+            )
+            return None
     try:
         run = await runner.run(marketplace_id=marketplace_id, trigger=RunTrigger.SCHEDULE)
     except Conflict as busy:
@@ -71,8 +94,14 @@ class SyncScheduler:
             interval = timedelta(minutes=self.interval_minutes)
             self.scheduler.add_job(
                 run_scheduled_sync,
-                IntervalTrigger(minutes=self.interval_minutes, timezone=UTC),
-                kwargs={"runner": self.runner, "marketplace_id": self.marketplace_id},
+                IntervalTrigger(
+                    minutes=self.interval_minutes, start_date=SCHEDULE_ANCHOR, timezone=UTC
+                ),
+                kwargs={
+                    "runner": self.runner,
+                    "marketplace_id": self.marketplace_id,
+                    "interval_minutes": self.interval_minutes,
+                },
                 id=JOB_ID,
                 name="bulk stock sync",
                 coalesce=True,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from app.services.bulk_sync import BulkSyncRunner, bulk_lock_name
 from app.services.scheduler import JOB_ID, SyncScheduler, run_scheduled_sync
@@ -20,22 +21,21 @@ def scheduler_of(service: Any) -> SyncScheduler:
     return scheduler
 
 
-@pytest.fixture
-def before_start() -> datetime:
-    return datetime.now(UTC)
+def is_six_hour_slot(moment: datetime) -> bool:
+    return moment.hour % 6 == 0 and (moment.minute, moment.second, moment.microsecond) == (0, 0, 0)
 
 
 @pytest.mark.parametrize("settings_overrides", [SIX_HOURS])
-async def test_next_scheduled_run_is_one_interval_after_start_and_visible(
-    before_start: datetime, service: Any
-) -> None:
-    after_start = datetime.now(UTC)
+async def test_next_scheduled_run_is_the_next_aligned_slot_and_visible(service: Any) -> None:
+    now = datetime.now(UTC)
 
     schedule = (await service.http.get("/sync/schedule")).json()
     ready = (await service.http.get("/readyz")).json()
 
-    next_run = datetime.fromisoformat(schedule["next_run_at"])
-    assert before_start + timedelta(hours=6) <= next_run <= after_start + timedelta(hours=6)
+    next_run = datetime.fromisoformat(schedule["next_run_at"]).astimezone(UTC)
+    # Every process computes the same slots: 00:00, 06:00, 12:00 and 18:00 UTC for 360 min.
+    assert is_six_hour_slot(next_run)
+    assert now < next_run <= now + timedelta(hours=6)
     assert schedule["enabled"] is True
     assert schedule["interval_minutes"] == 360
     assert schedule["job_id"] == JOB_ID
@@ -82,8 +82,11 @@ async def test_due_scheduled_job_runs_a_sync_with_the_schedule_trigger_then_wait
     assert run["status"] == "completed"
     next_run = datetime.fromisoformat(
         (await service.http.get("/sync/schedule")).json()["next_run_at"]
+    ).astimezone(UTC)
+    # The next run is one interval after this (forced) one.
+    assert (
+        datetime.now(UTC) + timedelta(hours=5) < next_run <= datetime.now(UTC) + timedelta(hours=6)
     )
-    assert next_run > datetime.now(UTC) + timedelta(hours=5)
 
 
 async def test_scheduled_run_is_skipped_not_failed_while_another_run_holds_the_lock(
@@ -97,3 +100,35 @@ async def test_scheduled_run_is_skipped_not_failed_while_another_run_holds_the_l
     assert run is None
     assert "scheduled bulk sync skipped" in caplog.text
     assert await scalar(service.engine, "SELECT COUNT(*) FROM stock_sync_logs") == 0
+
+
+async def test_scheduled_run_is_skipped_when_another_replica_already_ran_this_slot(
+    service: Any, runner: BulkSyncRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await run_scheduled_sync(runner=runner, interval_minutes=360)
+    # A second replica's scheduler fires for the same slot a moment later, after the first
+    # run has already finished and released the lock.
+    with caplog.at_level("INFO", logger="app.services.scheduler"):
+        second = await run_scheduled_sync(runner=runner, interval_minutes=360)
+
+    assert first is not None and first.status == "completed"
+    assert second is None
+    assert "already started" in caplog.text
+    assert await scalar(service.engine, "SELECT COUNT(*) FROM stock_sync_logs") == 1
+
+
+async def test_scheduled_run_of_the_next_slot_is_not_skipped(
+    service: Any, runner: BulkSyncRunner
+) -> None:
+    first = await run_scheduled_sync(runner=runner, interval_minutes=360)
+    # The previous slot's run started more than half an interval ago.
+    async with service.engine.begin() as conn:
+        await conn.execute(
+            sa.text("UPDATE stock_sync_logs SET started_at = :earlier"),
+            {"earlier": (datetime.now(UTC) - timedelta(hours=4)).replace(tzinfo=None)},
+        )
+    second = await run_scheduled_sync(runner=runner, interval_minutes=360)
+
+    assert first is not None
+    assert second is not None and second.status == "completed"
+    assert await scalar(service.engine, "SELECT COUNT(*) FROM stock_sync_logs") == 2
