@@ -63,8 +63,6 @@ log = logging.getLogger(__name__)
 # The only marketplace with a Back Market client.
 BACKMARKET_MARKETPLACE_ID = 1
 PAGE_SIZE = 50
-# Observations per stock-writer call: keeps every statement far below SQLite's parameter limit.
-WRITE_CHUNK = 1000
 # Values per IN list when matching listings to variations.
 MATCH_CHUNK = 1000
 # Pages waiting for the writer; fetches pause beyond this, so memory stays bounded.
@@ -675,19 +673,18 @@ class _BulkSync:
             )
             for variation_id, observed in sorted(targets.items())
         ]
-        for start in range(0, len(observations), WRITE_CHUNK):
-            result = await write_observations(
-                conn,
-                marketplace_id=self.run.marketplace_id,
-                observations=observations[start : start + WRITE_CHUNK],
-                change_type=ChangeType.BULK_SYNC,
-                sync_run_id=self.run.id,
-                dry_run=self.run.dry_run,
-            )
-            outcome.written.updated += result.updated
-            outcome.written.unchanged += result.unchanged
-            outcome.written.skipped_newer += result.skipped_newer
-            outcome.written.created += result.created
+        result = await write_observations(
+            conn,
+            marketplace_id=self.run.marketplace_id,
+            observations=observations,
+            change_type=ChangeType.BULK_SYNC,
+            sync_run_id=self.run.id,
+            dry_run=self.run.dry_run,
+        )
+        outcome.written.updated += result.updated
+        outcome.written.unchanged += result.unchanged
+        outcome.written.skipped_newer += result.skipped_newer
+        outcome.written.created += result.created
         return outcome
 
     # -- the end ---------------------------------------------------------------------------------

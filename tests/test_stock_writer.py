@@ -1,0 +1,69 @@
+"""The one stock writer, on its own: large inputs, invariants, history only for changes."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db import transaction
+from app.models import ChangeType
+from app.services.stock import WRITE_CHUNK, StockObservation, write_observations
+
+ROWS = WRITE_CHUNK * 2 + 500
+
+
+async def count(engine: AsyncEngine, sql: str) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(sa.text(sql))).scalar_one())
+
+
+async def test_more_observations_than_one_chunk_are_all_written_with_the_invariants(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text("INSERT INTO variation (id, listed_stock) VALUES (:id, 0)"),
+            [{"id": i} for i in range(1, ROWS + 1)],
+        )
+        # Another marketplace's stock counts in the variation's sum; locked stock is kept.
+        await conn.execute(
+            sa.text(
+                "INSERT INTO marketplace_stock (variation_id, marketplace_id, listed_stock, "
+                "locked_stock, available_stock) VALUES (1, 4, 5, 0, 5), (2, 1, 0, 3, 0)"
+            )
+        )
+    observations = [
+        StockObservation(variation_id=i, quantity=i % 7, sku=f"SKU-{i}", publication_state=2)
+        for i in range(1, ROWS + 1)
+    ]
+
+    async with transaction(engine) as conn:
+        first = await write_observations(
+            conn, marketplace_id=1, observations=observations, change_type=ChangeType.BULK_SYNC
+        )
+    async with transaction(engine) as conn:
+        again = await write_observations(
+            conn, marketplace_id=1, observations=observations, change_type=ChangeType.BULK_SYNC
+        )
+
+    assert (first.updated, first.created) == (ROWS, ROWS - 1)
+    assert (again.updated, again.unchanged) == (0, ROWS)
+    assert await count(engine, "SELECT COUNT(*) FROM marketplace_stock_history") == ROWS
+    assert (
+        await count(
+            engine,
+            "SELECT COUNT(*) FROM marketplace_stock WHERE marketplace_id = 1 AND available_stock <> "
+            "CASE WHEN listed_stock > locked_stock THEN listed_stock - locked_stock ELSE 0 END",
+        )
+        == 0
+    )
+    assert (
+        await count(
+            engine,
+            "SELECT COUNT(*) FROM variation v WHERE v.listed_stock <> (SELECT SUM(ms.listed_stock) "
+            "FROM marketplace_stock ms WHERE ms.variation_id = v.id)",
+        )
+        == 0
+    )
+    assert await count(engine, "SELECT COUNT(*) FROM variation WHERE state = 2") == ROWS
+    assert await count(engine, "SELECT listed_stock FROM variation WHERE id = 1") == 5 + 1
