@@ -7,12 +7,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Installed as a package from pyproject.toml; the build directory is thrown away.
+# The exact versions of requirements.lock first (a layer kept while the lock is unchanged), then
+# the project itself without resolving anything again; the build directory is thrown away.
 WORKDIR /build
+COPY requirements.lock ./
+RUN pip install -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY simulator ./simulator
-RUN pip install . && rm -rf /build
+RUN pip install --no-deps . && rm -rf /build
 
 RUN useradd --system --user-group --create-home --uid 10001 stocksync \
     && mkdir /data \
@@ -27,4 +30,5 @@ EXPOSE 8000
 # slim has no curl: ask /healthz with the standard library (urlopen raises on errors and non-2xx).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]
+# Through the CLI, so LOG_FORMAT and LOG_LEVEL shape uvicorn's own lines too.
+CMD ["stock-sync", "serve", "--host", "0.0.0.0", "--port", "8000"]

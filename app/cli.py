@@ -10,16 +10,23 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import httpx
+
 from app.config import ConfigurationError, Settings, load_settings
 from app.errors import DomainError
-from app.services.container import open_services
+from app.logs import configure_logging
+from app.models import RunTrigger
+from app.services.sync import ProgressCallback, Run, SyncOptions, run_bulk_sync
+from app.wiring import open_container
 
 log = logging.getLogger("stock_sync")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stock-sync", description=__doc__)
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING… (default INFO)")
+    parser.add_argument(
+        "--log-level", default=None, help="DEBUG, INFO, WARNING… (default: LOG_LEVEL, else INFO)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the HTTP service")
@@ -62,18 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # The client logs every request itself (at DEBUG); httpx's own INFO line per request is noise.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    if args.command == "simulator":
-        return _run_simulator(args)
+    overrides = {"log_level": args.log_level} if args.log_level else {}
     try:
-        settings = load_settings()
+        settings = load_settings(**overrides)
     except ConfigurationError as exc:
         print(f"stock-sync: {exc}", file=sys.stderr)
         return 2
+    configure_logging(settings)
+    if args.command == "simulator":
+        return _run_simulator(args)
     if args.command == "serve":
         return _serve(settings, args)
     handlers = {
@@ -113,7 +117,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from app.main import create_app
 
     if not args.demo:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port)
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None)
         return 0
     from simulator.demo import demo_settings, running_demo_simulator, seed_demo_database
 
@@ -126,7 +130,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             f"  curl 'http://{args.host}:{args.port}/variations/1/quantity'",
             flush=True,
         )
-        uvicorn.run(create_app(settings), host=args.host, port=args.port)
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None)
     return 0
 
 
@@ -144,9 +148,6 @@ async def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 async def _sync(settings: Settings, args: argparse.Namespace) -> int:
-    from app.services.bulk_sync import run_bulk_sync_cli
-    from app.services.runs import Run
-
     def progress(run: Run) -> None:
         expected = run.pages_expected or "?"
         print(
@@ -156,14 +157,14 @@ async def _sync(settings: Settings, args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    options = SyncOptions(
+        marketplace_id=args.marketplace,
+        trigger=RunTrigger.CLI,
+        dry_run=args.dry_run,
+        import_unknown=args.import_unknown,
+    )
     try:
-        run = await run_bulk_sync_cli(
-            settings,
-            marketplace_id=args.marketplace,
-            dry_run=args.dry_run,
-            import_unknown=args.import_unknown,
-            progress=progress,
-        )
+        run = await sync_once(settings, options, progress=progress)
     except DomainError as exc:
         return _report_error(exc)
     _print_json({"run": run.model_dump(mode="json")})
@@ -171,18 +172,33 @@ async def _sync(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if run.status == "completed" else 1
 
 
+async def sync_once(
+    settings: Settings,
+    options: SyncOptions,
+    *,
+    progress: ProgressCallback | None = None,
+    backmarket_http: httpx.AsyncClient | None = None,
+) -> Run:
+    """`stock-sync sync`: one run on a container of its own (the database is not migrated).
+
+    Returns the finished run (its status says completed/partial/failed). Raises Conflict when
+    a run of the marketplace is going on in any process (`exc.extra["run_id"]`), InvalidRequest
+    for a marketplace other than Back Market. `backmarket_http` points the client elsewhere
+    (tests, the demo).
+    """
+    async with open_container(
+        settings, backmarket_http=backmarket_http, migrate=False
+    ) as container:
+        return await run_bulk_sync(container.ctx, options, progress=progress)
+
+
 async def _refresh(settings: Settings, args: argparse.Namespace) -> int:
     from app.services.quantity import refresh_quantity
 
-    async with open_services(settings) as services:
+    async with open_container(settings) as container:
         try:
             quantity = await refresh_quantity(
-                engine=services.engine,
-                client=services.backmarket,
-                settings=settings,
-                locks=services.locks,
-                variation_id=args.variation_id,
-                marketplace_id=args.marketplace,
+                container.ctx, variation_id=args.variation_id, marketplace_id=args.marketplace
             )
         except DomainError as exc:
             return _report_error(exc)
@@ -193,13 +209,10 @@ async def _refresh(settings: Settings, args: argparse.Namespace) -> int:
 async def _add_quantity(settings: Settings, args: argparse.Namespace) -> int:
     from app.services.quantity import add_quantity, check_added_quantity
 
-    async with open_services(settings) as services:
+    async with open_container(settings) as container:
         try:
             result = await add_quantity(
-                engine=services.engine,
-                client=services.backmarket,
-                settings=settings,
-                locks=services.locks,
+                container.ctx,
                 variation_id=args.variation_id,
                 quantity=check_added_quantity(args.quantity, limit=settings.add_quantity_limit),
                 marketplace_id=args.marketplace,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -34,12 +35,20 @@ class Settings(BaseSettings):
     backmarket_page_concurrency: int = Field(default=8, ge=1, le=100)
 
     sync_interval_minutes: int = Field(default=360, ge=0)
+    # The orders watcher: how often it reads GET /ws/orders (0 = off), and how far back each
+    # read starts before the watermark (orders that show late, clock differences).
+    order_sync_interval_seconds: int = Field(default=60, ge=0, le=86_400)
+    order_sync_overlap_seconds: int = Field(default=300, ge=0, le=86_400)
     sync_batch_size: int = Field(default=500, ge=1, le=50_000)
     add_quantity_limit: int = Field(default=10_000, ge=1)
     idempotency_ttl_hours: int = Field(default=48, ge=24)
 
     api_keys: CommaList = Field(default_factory=list)
     cors_origins: CommaList = Field(default_factory=list)
+
+    # None: text when stderr is a terminal, JSON otherwise (decided in app.logs).
+    log_format: Literal["json", "text"] | None = None
+    log_level: str = "INFO"
 
     @field_validator("backmarket_markets", "api_keys", "cors_origins", mode="before")
     @classmethod
@@ -58,6 +67,24 @@ class Settings(BaseSettings):
             if len(parts) != 2 or not all(part.isalpha() and len(part) == 2 for part in parts):
                 raise ValueError(f"{market!r} is not a market code like 'fr-fr'")
         return [market.lower() for market in markets]
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format_lower(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip().lower() or None
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level_is_a_level_name(cls, level: str) -> str:
+        # WARN and FATAL are logging's own aliases; NOTSET would mean "everything", say DEBUG.
+        accepted = set(logging.getLevelNamesMapping()) - {"NOTSET"}
+        if level.strip().upper() not in accepted:
+            raise ValueError(
+                f"{level!r} is not a log level; use DEBUG, INFO, WARNING, ERROR or CRITICAL"
+            )
+        return level.strip().upper()
 
     @field_validator("database_url")
     @classmethod

@@ -95,11 +95,15 @@ async def in_transaction(
     work: Callable[[AsyncConnection], Awaitable[T]],
     *,
     attempts: int = CONFLICT_ATTEMPTS,
+    on_conflict: Callable[[sa.exc.DBAPIError], None] | None = None,
 ) -> T:
     """Run `work` in a short transaction, again from scratch when it lost a lock conflict.
 
-    For writes that must land once something irreversible happened (Back Market already
-    holds the new quantity): a deadlock then must not become an error the caller retries.
+    For writes that must land: once something irreversible happened (Back Market already
+    holds the new quantity) a deadlock must not become an error the caller retries, and a bulk
+    sync batch that lost one must not fail its run. `work` may run more than once, so only
+    what it returns may count, never state it changed on the way. `on_conflict` hears of each
+    conflict about to be retried.
     """
     for attempt in range(1, attempts + 1):
         try:
@@ -108,6 +112,8 @@ async def in_transaction(
         except sa.exc.DBAPIError as exc:
             if attempt == attempts or not is_retryable_conflict(exc):
                 raise
+            if on_conflict is not None:
+                on_conflict(exc)
     raise AssertionError("unreachable")
 
 

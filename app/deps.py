@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the shared services and the API-key check."""
+"""FastAPI dependencies: the process's container, the use cases' context and the API-key check."""
 
 from __future__ import annotations
 
@@ -7,20 +7,28 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 
-from app.services.container import Services
+from app.services.context import ServiceContext
+from app.wiring import Container
 
 
-def get_services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
+def get_container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-def require_api_key(request: Request, services: ServicesDep) -> None:
+def get_context(container: ContainerDep) -> ServiceContext:
+    return container.ctx
+
+
+ContextDep = Annotated[ServiceContext, Depends(get_context)]
+
+
+def require_api_key(request: Request, container: ContainerDep) -> None:
     """When API_KEYS is set, a request needs `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
-    keys = services.settings.api_keys
+    keys = container.settings.api_keys
     if not keys:
         return
     presented = request.headers.get("x-api-key")

@@ -12,8 +12,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.config import Settings, get_settings
 from app.deps import require_api_key
 from app.errors import install_error_handlers
+from app.logs import RequestIdMiddleware
 from app.routers import health, metrics, sync, variations
-from app.services.container import open_services
+from app.wiring import open_container, start_background, stop_background
 
 
 def create_app(
@@ -24,17 +25,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_services(settings, backmarket_http=backmarket_http) as services:
-            app.state.services = services
-            # -- background work starts here (stale runs closed, scheduler started) --
-            from app.services.scheduler import start_background_sync, stop_background_sync
-
-            await start_background_sync(services)
+        async with open_container(settings, backmarket_http=backmarket_http) as container:
+            app.state.container = container
+            await start_background(container)
             try:
                 yield
             finally:
-                # -- background work stops here --
-                await stop_background_sync(services)
+                await stop_background(container)
 
     app = FastAPI(
         title="stock-sync",
@@ -49,6 +46,8 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key"],
         )
+    # Outermost: every answer, errors included, carries the request id its log lines carry.
+    app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     protected = [Depends(require_api_key)]
     app.include_router(health.router)

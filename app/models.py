@@ -30,6 +30,7 @@ class ChangeType(enum.StrEnum):
     BULK_SYNC = "bulk_sync"
     REFRESH = "refresh"
     ADD_QUANTITY = "add_quantity"
+    ORDER_SYNC = "order_sync"
 
 
 SEED_CHANGE_TYPES = (
@@ -195,6 +196,11 @@ class MarketplaceStockHistory(SQLModel, table=True):
     idempotency_key: str | None = Field(
         default=None, sa_column=sa.Column(sa.String(255), nullable=True)
     )
+    # The Back Market order (and order line) an `order_sync` change was made for.
+    order_id: int | None = Field(default=None, sa_column=sa.Column(UnsignedBigId, nullable=True))
+    order_item_id: int | None = Field(
+        default=None, sa_column=sa.Column(UnsignedBigId, nullable=True)
+    )
     created_at: datetime | None = Field(
         default=None, sa_column=sa.Column(PreciseTime, nullable=True)
     )
@@ -329,6 +335,82 @@ class ListingUpdateBudget(SQLModel, table=True):
     id: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True))
     sent_at: datetime = Field(sa_column=sa.Column(PreciseTime, nullable=False, index=True))
     listing_ref: str = Field(sa_column=sa.Column(sa.String(255), nullable=False))
+
+
+class OrderWatch(SQLModel, table=True):
+    """The orders watcher's state, one row per feed, shared by every process."""
+
+    __tablename__ = "backmarket_order_watch"
+
+    feed: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    # Back Market's newest `date_modification` whose orders are all written (naive UTC).
+    watermark: datetime | None = Field(
+        default=None, sa_column=sa.Column(PreciseTime, nullable=True)
+    )
+    last_poll_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(PreciseTime, nullable=True)
+    )
+    last_poll_calls: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False))
+    last_poll_orders: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False))
+    last_poll_listings: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False))
+    last_poll_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    updated_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(PreciseTime, nullable=True)
+    )
+
+
+class OrderLineSeen(SQLModel, table=True):
+    """Each Back Market order line the service has acted on, so a repeat is harmless.
+
+    `compensated_at` is set once the line's units were subtracted again because an addition
+    in flight had overwritten the sale: by add-quantity itself or, for a line Back Market
+    showed only later, by the watcher. The primary key makes that happen at most once.
+    """
+
+    __tablename__ = "backmarket_order_lines"
+
+    line_id: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False))
+    order_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, index=True))
+    listing_id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
+    sku: str | None = Field(default=None, sa_column=sa.Column(sa.String(255), nullable=True))
+    variation_id: int | None = Field(
+        default=None, sa_column=sa.Column(sa.Integer, nullable=True, index=True)
+    )
+    quantity: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    state: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    created_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(PreciseTime, nullable=True)
+    )
+    order_modified_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(PreciseTime, nullable=True)
+    )
+    seen_at: datetime = Field(sa_column=sa.Column(PreciseTime, nullable=False))
+    compensated_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(PreciseTime, nullable=True)
+    )
+    compensated_by: str | None = Field(
+        default=None, sa_column=sa.Column(sa.String(32), nullable=True)
+    )
+
+
+class StockAddition(SQLModel, table=True):
+    """One add-quantity's read-to-write window on Back Market, kept so that a sale made inside
+    it and shown by Back Market only later is still subtracted (by the watcher)."""
+
+    __tablename__ = "backmarket_stock_additions"
+
+    id: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True))
+    variation_id: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, index=True))
+    marketplace_id: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    listing_ref: str = Field(sa_column=sa.Column(sa.String(255), nullable=False))
+    # From a margin before the read was sent to a margin after the update's answer came
+    # (naive UTC): a sale created inside it may have been overwritten by the update.
+    window_start: datetime = Field(sa_column=sa.Column(PreciseTime, nullable=False, index=True))
+    window_end: datetime = Field(sa_column=sa.Column(PreciseTime, nullable=False))
+    added: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    idempotency_key: str | None = Field(
+        default=None, sa_column=sa.Column(sa.String(255), nullable=True)
+    )
 
 
 def as_utc(moment: datetime | None) -> datetime | None:

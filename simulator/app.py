@@ -6,13 +6,14 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from simulator import control_api, listings_api, responses
+from simulator import control_api, listings_api, orders_api, responses
 from simulator.config import SimulatorConfig
 from simulator.edge import CONTROL_PREFIX, CloudflareEdge, admission_of
 from simulator.listings_api import BackMarketError, UpdateRejected
@@ -51,14 +52,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_simulator_app(
-    config: SimulatorConfig, *, clock: Callable[[], float] = time.monotonic
+    config: SimulatorConfig,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> FastAPI:
     """A fresh simulator; its SimulatorState is ``app.state.sim``.
 
-    ``clock`` drives the rate limiter, so tests can move time instead of sleeping.
+    ``clock`` drives the rate limiter, so tests can move time instead of sleeping;
+    ``wall_clock`` (aware datetimes) dates the orders.
     The customer-orders task runs only under a lifespan (uvicorn, LifespanManager).
     """
-    state = SimulatorState(config, clock=clock)
+    state = SimulatorState(config, clock=clock, wall_clock=wall_clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,6 +83,7 @@ def create_simulator_app(
     )
     app.state.sim = state
     app.include_router(listings_api.router)
+    app.include_router(orders_api.router)
     app.include_router(control_api.router)
     app.add_middleware(CloudflareEdge, state=state)
     app.add_exception_handler(BackMarketError, _back_market_error)

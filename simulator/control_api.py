@@ -6,13 +6,14 @@ client's, so they never count in stats, hit the rate limit or get faulted.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from simulator.listings_api import StateDep
+from simulator.orders import OrderConflict, UnknownOrderError
 from simulator.state import FaultKind, Hold, SimulatorState, UnknownListingError
 
 router = APIRouter(prefix="/_sim", tags=["simulator control"])
@@ -24,6 +25,25 @@ class QuantityIn(BaseModel):
 
 class OrderIn(BaseModel):
     units: int = Field(default=1, ge=1)
+    # State 0: not listed by /ws/orders until POST /_sim/orders/{id}/pay.
+    hidden: bool = False
+    market: str | None = None
+
+
+class BasketLineIn(BaseModel):
+    listing: str
+    units: int = Field(default=1, ge=1)
+
+
+class BasketIn(BaseModel):
+    lines: list[BasketLineIn] = Field(min_length=1)
+    hidden: bool = False
+    market: str | None = None
+
+
+class CancelLineIn(BaseModel):
+    # 4 cancelled, 5 refunded before shipping, 6 refunded after shipping.
+    state: Literal[4, 5, 6] = 4
 
 
 class NewListingIn(BaseModel):
@@ -128,12 +148,72 @@ async def write_quantity(ref: str, body: QuantityIn, state: StateDep) -> dict[st
 @router.post("/listings/{ref}/orders")
 async def place_order(ref: str, body: OrderIn, state: StateDep) -> dict[str, Any]:
     try:
-        state.place_order(ref, body.units)
+        placed = state.place_order(ref, body.units, hidden=body.hidden, market=body.market)
     except UnknownListingError as missing:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(missing)) from None
     except ValueError as refused:
         raise HTTPException(status.HTTP_409_CONFLICT, str(refused)) from None
-    return _stock(state, ref)
+    return {**_stock(state, ref), "order_id": placed.order_id, "line_id": placed.line_id}
+
+
+@router.post("/orders", status_code=status.HTTP_201_CREATED)
+async def place_basket(body: BasketIn, state: StateDep) -> dict[str, Any]:
+    try:
+        placed = state.place_basket(
+            [(line.listing, line.units) for line in body.lines],
+            hidden=body.hidden,
+            market=body.market,
+        )
+    except UnknownListingError as missing:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(missing)) from None
+    except ValueError as refused:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(refused)) from None
+    return state.order(placed.order_id)
+
+
+@router.get("/orders")
+async def read_orders(state: StateDep, include_hidden: bool = True) -> list[dict[str, Any]]:
+    return state.orders(include_hidden=include_hidden)
+
+
+@router.get("/orders/{order_id}")
+async def read_order(order_id: int, state: StateDep) -> dict[str, Any]:
+    try:
+        return state.order(order_id)
+    except UnknownOrderError as missing:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(missing)) from None
+
+
+def _order_change_refused(error: Exception) -> HTTPException:
+    if isinstance(error, UnknownOrderError):
+        return HTTPException(status.HTTP_404_NOT_FOUND, str(error))
+    return HTTPException(status.HTTP_409_CONFLICT, str(error))
+
+
+@router.post("/orders/{order_id}/pay")
+async def pay_order(order_id: int, state: StateDep) -> dict[str, Any]:
+    try:
+        return state.pay_order(order_id)
+    except (UnknownOrderError, OrderConflict) as refused:
+        raise _order_change_refused(refused) from None
+
+
+@router.post("/orders/{order_id}/fail-payment")
+async def fail_payment(order_id: int, state: StateDep) -> dict[str, Any]:
+    try:
+        return state.fail_payment(order_id)
+    except (UnknownOrderError, OrderConflict) as refused:
+        raise _order_change_refused(refused) from None
+
+
+@router.post("/orders/{order_id}/lines/{line_id}/cancel")
+async def cancel_line(
+    order_id: int, line_id: int, state: StateDep, body: CancelLineIn | None = None
+) -> dict[str, Any]:
+    try:
+        return state.cancel_line(order_id, line_id, (body or CancelLineIn()).state)
+    except (UnknownOrderError, OrderConflict) as refused:
+        raise _order_change_refused(refused) from None
 
 
 @router.post("/listings", status_code=status.HTTP_201_CREATED)

@@ -63,7 +63,7 @@ MarketDep = Annotated[str, Depends(market_of)]
 router = APIRouter(prefix="/ws", dependencies=[Depends(require_token)])
 
 
-def _optional_int(request: Request, name: str) -> int | None:
+def optional_int(request: Request, name: str) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
@@ -73,7 +73,7 @@ def _optional_int(request: Request, name: str) -> int | None:
         raise BackMarketError(400, f"{name}: a valid integer is required.") from None
 
 
-def _page_size(request: Request, state: SimulatorState) -> int:
+def page_size_of(request: Request, state: SimulatorState) -> int:
     # Like DRF: a missing or bad page-size means the default; too big is capped.
     # Only the hyphenated name counts; page_size is ignored.
     raw = request.query_params.get("page-size", "")
@@ -86,7 +86,7 @@ def _page_size(request: Request, state: SimulatorState) -> int:
     return min(requested, state.config.max_page_size)
 
 
-def _page_number(request: Request) -> int | Literal["last"]:
+def page_number_of(request: Request) -> int | Literal["last"]:
     raw = request.query_params.get("page", "1")
     if raw == "last":
         return "last"
@@ -96,7 +96,7 @@ def _page_number(request: Request) -> int | Literal["last"]:
         raise BackMarketError(404, "Invalid page.") from None
 
 
-def _page_link(request: Request, state: SimulatorState, number: int) -> str:
+def page_link(request: Request, state: SimulatorState, number: int) -> str:
     """DRF's replace_query_param / remove_query_param on the absolute request URL."""
     scheme, netloc, path, query, fragment = parse.urlsplit(str(request.url))
     if state.config.public_base_url:
@@ -111,20 +111,41 @@ def _page_link(request: Request, state: SimulatorState, number: int) -> str:
     return parse.urlunsplit((scheme, netloc, path, query, fragment))
 
 
+def paged_answer(
+    request: Request,
+    state: SimulatorState,
+    *,
+    count: int,
+    number: int,
+    page_size: int,
+    results: list[dict[str, Any]],
+) -> JSONResponse:
+    """DRF's page envelope: {count, next, previous, results}, links absolute."""
+    has_next = number * page_size < count
+    return JSONResponse(
+        {
+            "count": count,
+            "next": page_link(request, state, number + 1) if has_next else None,
+            "previous": page_link(request, state, number - 1) if number > 1 else None,
+            "results": results,
+        }
+    )
+
+
 @router.get("/listings")
 async def list_listings(request: Request, state: StateDep, market: MarketDep) -> JSONResponse:
-    publication_state = _optional_int(request, "publication_state")
+    publication_state = optional_int(request, "publication_state")
     if publication_state is not None and publication_state not in PUBLICATION_STATES:
         raise BackMarketError(400, f"publication_state: {publication_state} is not a valid choice.")
-    page_size = _page_size(request, state)
+    page_size = page_size_of(request, state)
     try:
         count, number, results = state.read_page(
             market,
-            page=_page_number(request),
+            page=page_number_of(request),
             page_size=page_size,
             publication_state=publication_state,
-            min_quantity=_optional_int(request, "min_quantity"),
-            max_quantity=_optional_int(request, "max_quantity"),
+            min_quantity=optional_int(request, "min_quantity"),
+            max_quantity=optional_int(request, "max_quantity"),
         )
     except InvalidPageError:
         raise BackMarketError(404, "Invalid page.") from None
@@ -132,14 +153,8 @@ async def list_listings(request: Request, state: StateDep, market: MarketDep) ->
     if admission is not None and admission.fault == "truncate":
         # The failure the seed app read as "no more listings": a short page mid-way.
         results = results[: len(results) // 2]
-    has_next = number * page_size < count
-    return JSONResponse(
-        {
-            "count": count,
-            "next": _page_link(request, state, number + 1) if has_next else None,
-            "previous": _page_link(request, state, number - 1) if number > 1 else None,
-            "results": results,
-        }
+    return paged_answer(
+        request, state, count=count, number=number, page_size=page_size, results=results
     )
 
 
@@ -154,7 +169,7 @@ def _not_found() -> BackMarketError:
 @router.get("/listings/detail")
 async def listing_detail(request: Request, state: StateDep, market: MarketDep) -> JSONResponse:
     sku = request.query_params.get("sku") or None
-    listing_id = _optional_int(request, "listing_id")
+    listing_id = optional_int(request, "listing_id")
     listing_uuid = request.query_params.get("id") or None
     if listing_uuid is not None and parse_uuid(listing_uuid) is None:
         raise BackMarketError(400, "id: must be a valid UUID.")

@@ -17,11 +17,13 @@ import re
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final, Literal, get_args
 
 from simulator.config import SimulatorConfig
+from simulator.orders import COUNTRY_CODES, Order, OrderBook, PlacedOrder, render_order
 from simulator.store import ListingStore, ListingUpdate
 
 ListingRef = str | int
@@ -46,6 +48,10 @@ RANDOM_FAULT_KINDS: Final[tuple[FaultKind, ...]] = ("500", "502", "503", "html40
 LISTINGS_TEMPLATE = "/ws/listings"
 LISTING_TEMPLATE = "/ws/listings/{listingId}"
 DETAIL_TEMPLATE = "/ws/listings/detail"
+ORDERS_TEMPLATE = "/ws/orders"
+ORDER_TEMPLATE = "/ws/orders/{order_id}"
+# The paged endpoints, where a "truncate" fault can cut a page short.
+PAGED_TEMPLATES: Final = frozenset({LISTINGS_TEMPLATE, ORDERS_TEMPLATE})
 
 # BM-{Company}-{Integration};{email}
 _USER_AGENT = re.compile(r"BM-[^;\s-][^;]*-[^;]+;[^;\s@]+@[^;\s@]+\.[^;\s@]+")
@@ -54,11 +60,13 @@ _USER_AGENT = re.compile(r"BM-[^;\s-][^;]*-[^;]+;[^;\s@]+@[^;\s@]+\.[^;\s@]+")
 def endpoint_template(path: str) -> str:
     """The spec's path template for a request path, for stats keys."""
     path = path.rstrip("/") or "/"
-    if path in (LISTINGS_TEMPLATE, DETAIL_TEMPLATE):
+    if path in (LISTINGS_TEMPLATE, DETAIL_TEMPLATE, ORDERS_TEMPLATE):
         return path
     parent, _, leaf = path.rpartition("/")
     if parent == LISTINGS_TEMPLATE and leaf:
         return LISTING_TEMPLATE
+    if parent == ORDERS_TEMPLATE and leaf:
+        return ORDER_TEMPLATE
     return path
 
 
@@ -72,6 +80,16 @@ class UnknownListingError(LookupError):
 
 class InvalidPageError(LookupError):
     """DRF's "Invalid page.": the page number is not a page of the result."""
+
+
+def _page_window(count: int, page: int | Literal["last"], page_size: int) -> tuple[int, int]:
+    """(page number, index of its first row), or InvalidPageError."""
+    # An empty result still has a first page, like Django's allow_empty_first_page.
+    last_page = max(1, -(-count // page_size))
+    number = last_page if page == "last" else page
+    if not 1 <= number <= last_page:
+        raise InvalidPageError(page)
+    return number, (number - 1) * page_size
 
 
 @dataclass(eq=False)
@@ -174,17 +192,25 @@ class SimulatorState:
     """Store, edge behaviour (rate limit, faults, holds) and statistics."""
 
     def __init__(
-        self, config: SimulatorConfig, *, clock: Callable[[], float] = time.monotonic
+        self,
+        config: SimulatorConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         # A private copy: configure() changes this simulator, not the caller's object.
         self.config = dataclasses.replace(config)
         self.clock = clock
+        # Order dates are calendar time, which clients compare with their own clock;
+        # ``clock`` (the rate limiter's) is monotonic.
+        self.wall_clock = wall_clock
         self.store = ListingStore(
             size=config.listings,
             seed=config.seed,
             markets=config.markets,
             market_coverage=config.market_coverage,
         )
+        self.order_book = OrderBook(self.store)
         self._lock = threading.RLock()
         self._limiter = _RateLimiter()
         self._faults: list[_FaultRule] = []
@@ -217,30 +243,95 @@ class SimulatorState:
         with self._lock:
             return self.store.quantity(self._index(ref))
 
-    def place_order(self, ref: ListingRef, units: int = 1) -> int:
-        """A customer buys ``units`` (Back Market decrements stock); returns what is left."""
-        if units < 1:
-            raise ValueError("units must be >= 1")
-        with self._lock:
-            index = self._index(ref)
-            available = self.store.quantity(index)
-            if available < units:
-                raise ValueError(f"only {available} in stock")
-            self._record_order(index, available - units)
-            return available - units
+    # -- control: customer orders -------------------------------------------------
+    # The methods live in simulator/orders.py; these hold the lock and keep the stats.
 
-    def _record_order(self, index: int, remaining: int) -> None:
-        self.store.set_quantity(index, remaining)
-        identity = self.store.identity(index)
-        self._stats.orders.append(
-            {
-                "id": identity.id,
-                "listing_id": identity.listing_id,
-                "sku": identity.sku,
-                "quantity": remaining,
-                "at": self.clock(),
-            }
-        )
+    def place_order(
+        self,
+        ref: ListingRef,
+        units: int = 1,
+        *,
+        hidden: bool = False,
+        market: str | None = None,
+    ) -> PlacedOrder:
+        """A customer buys ``units`` of one listing; its stock drops at once.
+
+        Paid (state 1, listed by /ws/orders) unless ``hidden``: then state 0, not
+        listed until ``pay_order``. ValueError (OrderConflict) when stock is short.
+        """
+        return self.place_basket([(ref, units)], hidden=hidden, market=market)
+
+    def place_basket(
+        self,
+        items: Sequence[tuple[ListingRef, int]],
+        *,
+        hidden: bool = False,
+        market: str | None = None,
+    ) -> PlacedOrder:
+        """One order with a line per ``(listing, units)`` item; see ``place_order``."""
+        with self._lock:
+            order = self.order_book.place(
+                [(self._index(ref), units) for ref, units in items],
+                market=market or self._order_market(),
+                now=self.wall_clock(),
+                paid=not hidden,
+            )
+            self._record_order(order)
+            return PlacedOrder(order.order_id, tuple(line.id for line in order.lines))
+
+    def pay_order(self, order_id: int) -> dict[str, Any]:
+        """A hidden (state 0) order is paid: state 1, listed from now on."""
+        with self._lock:
+            return render_order(self.order_book.pay(order_id, now=self.wall_clock()))
+
+    def fail_payment(self, order_id: int) -> dict[str, Any]:
+        """A hidden (state 0) order is not paid: state 8, never listed, stock given back."""
+        with self._lock:
+            return render_order(self.order_book.fail_payment(order_id, now=self.wall_clock()))
+
+    def cancel_line(self, order_id: int, line_id: int, state: int = 4) -> dict[str, Any]:
+        """Line to 4 (cancelled), 5 or 6 (refunded); its units go back once."""
+        with self._lock:
+            return render_order(
+                self.order_book.cancel_line(order_id, line_id, state=state, now=self.wall_clock())
+            )
+
+    def order(self, order_id: int) -> dict[str, Any]:
+        """One order as rendered, hidden or not (UnknownOrderError)."""
+        with self._lock:
+            return render_order(self.order_book.get(order_id))
+
+    def orders(self, *, include_hidden: bool = True) -> list[dict[str, Any]]:
+        """Every order as rendered, oldest first; hidden ones (state 0, 8) unless told."""
+        with self._lock:
+            return [
+                render_order(order)
+                for order in self.order_book.all()
+                if include_hidden or order.visible
+            ]
+
+    def _order_market(self) -> str:
+        """The default market, unless orders cannot come from it (fi-fi is no CountryCode)."""
+        candidates = (self.config.default_market, *self.config.markets)
+        return next((m for m in candidates if m in COUNTRY_CODES), self.config.default_market)
+
+    def _record_order(self, order: Order) -> None:
+        for line in order.lines:
+            identity = self.store.identity(line.listing_index)
+            self._stats.orders.append(
+                {
+                    "id": identity.id,
+                    "listing_id": identity.listing_id,
+                    "sku": identity.sku,
+                    # What the listing holds after the sale.
+                    "quantity": self.store.quantity(line.listing_index),
+                    "units": line.quantity,
+                    "order_id": order.order_id,
+                    "line_id": line.id,
+                    "hidden": not order.visible,
+                    "at": self.clock(),
+                }
+            )
 
     def add_listing(
         self,
@@ -308,7 +399,7 @@ class SimulatorState:
     ) -> None:
         """The next ``count`` requests under ``path_prefix`` fail as ``kind``.
 
-        "truncate" only applies to GET /ws/listings pages. Rules are used in the
+        "truncate" only applies to GET /ws/listings and /ws/orders pages. Rules are used in the
         order they were given.
         """
         if kind not in FAULT_KINDS:
@@ -472,7 +563,7 @@ class SimulatorState:
         for rule in self._faults:
             if not _matches(rule.path_prefix, rule.method, rule.page, method, path, page):
                 continue
-            if rule.kind == "truncate" and (method != "GET" or template != LISTINGS_TEMPLATE):
+            if rule.kind == "truncate" and (method != "GET" or template not in PAGED_TEMPLATES):
                 continue
             rule.remaining -= 1
             if rule.remaining == 0:
@@ -539,14 +630,31 @@ class SimulatorState:
                 max_quantity=max_quantity,
             )
             count = len(selected)
-            # An empty result still has a first page, like Django's allow_empty_first_page.
-            last_page = max(1, -(-count // page_size))
-            number = last_page if page == "last" else page
-            if not 1 <= number <= last_page:
-                raise InvalidPageError(page)
-            start = (number - 1) * page_size
+            number, start = _page_window(count, page, page_size)
             rows = [self.store.render(i, market) for i in selected[start : start + page_size]]
             return count, number, rows
+
+    def read_orders(
+        self,
+        *,
+        page: int | Literal["last"],
+        page_size: int,
+        date_creation: datetime | None = None,
+        date_modification: datetime | None = None,
+        state: int | None = None,
+        country_code: str | None = None,
+    ) -> tuple[int, int, list[dict[str, Any]]]:
+        """(count, page number, rendered orders) of one /ws/orders page, or InvalidPageError."""
+        with self._lock:
+            selected = self.order_book.visible(
+                date_creation=date_creation,
+                date_modification=date_modification,
+                state=state,
+                country_code=country_code,
+            )
+            number, start = _page_window(len(selected), page, page_size)
+            rows = [render_order(order) for order in selected[start : start + page_size]]
+            return len(selected), number, rows
 
     def read_listing(
         self,
@@ -642,7 +750,13 @@ class SimulatorState:
         for _ in range(32 if total else 0):
             index = rng.randrange(total)
             if index in self.store and self.store.quantity(index) > 0:
-                self._record_order(index, self.store.quantity(index) - 1)
+                order = self.order_book.place(
+                    [(index, 1)],
+                    market=self._order_market(),
+                    now=self.wall_clock(),
+                    paid=True,
+                )
+                self._record_order(order)
                 return
 
     async def close(self) -> None:

@@ -4,7 +4,13 @@
         httpx.get(f"{sim.base_url}/ws/listings", headers=...)
         sim.state.set_quantity("SKU-0000001", 3)
 
-``async with`` works too. For in-process tests without a socket, mount the app:
+``async with`` works too. Customer orders (shown by GET /ws/orders):
+
+        placed = sim.place_order("SKU-0000001", 2, hidden=True)  # state 0, not listed
+        sim.pay_order(placed.order_id)                           # state 1, listed
+        sim.cancel_line(placed.order_id, placed.line_id)         # state 4, stock back
+
+For in-process tests without a socket, mount the app:
 ``httpx.AsyncClient(transport=httpx.ASGITransport(app=create_simulator_app(cfg)),
 base_url="http://bm.test")`` (the orders task then needs a LifespanManager).
 """
@@ -16,14 +22,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import uvicorn
 
 from simulator.app import create_simulator_app
 from simulator.config import SimulatorConfig
-from simulator.state import SimulatorState
+from simulator.orders import PlacedOrder
+from simulator.state import ListingRef, SimulatorState
 
 
 class RunningSimulator:
@@ -34,11 +42,12 @@ class RunningSimulator:
         config: SimulatorConfig | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         log_level: str = "warning",
         startup_timeout_s: float = 10.0,
     ) -> None:
         self.config = config or SimulatorConfig()
-        self.app = create_simulator_app(self.config, clock=clock)
+        self.app = create_simulator_app(self.config, clock=clock, wall_clock=wall_clock)
         self.state: SimulatorState = self.app.state.sim
         self._log_level = log_level
         self._startup_timeout_s = startup_timeout_s
@@ -55,6 +64,23 @@ class RunningSimulator:
         if self.port is None:
             raise RuntimeError("the simulator is not running")
         return f"http://127.0.0.1:{self.port}"
+
+    # -- customer orders: shortcuts to the state's methods, callable from any thread ----
+
+    def place_order(self, ref: ListingRef, units: int = 1, *, hidden: bool = False) -> PlacedOrder:
+        """A customer buys; stock drops now. ``hidden``: state 0, listed only once paid."""
+        return self.state.place_order(ref, units, hidden=hidden)
+
+    def pay_order(self, order_id: int) -> dict[str, Any]:
+        """A hidden order's payment clears: state 1, date_modification now."""
+        return self.state.pay_order(order_id)
+
+    def cancel_line(self, order_id: int, line_id: int, state: int = 4) -> dict[str, Any]:
+        """Cancel (4) or refund (5, 6) a line: its units go back once."""
+        return self.state.cancel_line(order_id, line_id, state)
+
+    def orders(self, *, include_hidden: bool = True) -> list[dict[str, Any]]:
+        return self.state.orders(include_hidden=include_hidden)
 
     def start(self) -> Self:
         if self._server is not None:

@@ -127,6 +127,8 @@ def make_settings(db_url: str) -> Callable[..., Settings]:
             "backmarket_token": "sim-token",
             "backmarket_user_agent": "BM-Tests-StockSync;tests@example.com",
             "sync_interval_minutes": 0,
+            # Tests poll the orders watcher themselves (container.watcher.poll()).
+            "order_sync_interval_seconds": 0,
             "run_migrations_on_startup": False,
         }
         values.update(overrides)
@@ -198,8 +200,8 @@ async def service(
     app = create_app(settings, backmarket_http=backmarket_http)
     async with LifespanManager(app):
         # Tests assert behaviour, never timing: retries go at once.
-        app.state.services.backmarket.backoff_base_seconds = 0.0
-        app.state.services.backmarket.backoff_cap_seconds = 0.0
+        app.state.container.ctx.backmarket.backoff_base_seconds = 0.0
+        app.state.container.ctx.backmarket.backoff_cap_seconds = 0.0
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://stock-sync.test"
         ) as http:
@@ -207,7 +209,7 @@ async def service(
                 app=app,
                 http=http,
                 settings=settings,
-                engine=app.state.services.engine,
+                engine=app.state.container.ctx.engine,
                 simulator=simulator_app.state.sim,
             )
     await backmarket_http.aclose()

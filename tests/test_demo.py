@@ -6,9 +6,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from app.cli import sync_once
 from app.config import Settings
 from app.db import create_engine
-from app.services.bulk_sync import run_bulk_sync_cli
+from app.models import RunTrigger
+from app.services.sync import SyncOptions
 from simulator.demo import (
     ORPHAN_VARIATIONS,
     UNMATCHED_EVERY,
@@ -30,7 +32,7 @@ async def test_demo_seeds_an_empty_database_once_and_its_first_sync_completes(
         )
         seeded = await seed_demo_database(settings, simulator)
         seeded_again = await seed_demo_database(settings, simulator)
-        run = await run_bulk_sync_cli(settings)
+        run = await sync_once(settings, SyncOptions(trigger=RunTrigger.CLI))
 
     assert seeded == DEMO_SIZE - unmatched + ORPHAN_VARIATIONS
     assert seeded_again == 0

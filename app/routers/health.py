@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.db import ping
-from app.deps import ServicesDep
+from app.deps import ContainerDep
 
 router = APIRouter(tags=["health"])
 
@@ -19,13 +19,14 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(services: ServicesDep) -> JSONResponse:
-    body: dict[str, Any] = {"status": "ok", "database": "ok"}
-    schedule = services.extras.get("schedule_info")
-    if schedule is not None:
-        body["schedule"] = schedule()
+async def readyz(container: ContainerDep) -> JSONResponse:
+    body: dict[str, Any] = {
+        "status": "ok",
+        "database": "ok",
+        "schedule": container.scheduler.info(),
+    }
     try:
-        await ping(services.engine)
+        await ping(container.ctx.engine)
     except Exception as exc:  # any driver error means "not ready"; the reason is reported
         reason = str(exc).splitlines()[0][:200] if str(exc) else ""
         body.update(status="unavailable", database=f"unreachable: {type(exc).__name__}: {reason}")

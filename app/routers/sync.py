@@ -8,12 +8,11 @@ from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
-from app.deps import ServicesDep, require_json_body
+from app.deps import ContainerDep, require_json_body
 from app.models import RunTrigger
-from app.services import runs
-from app.services.bulk_sync import BACKMARKET_MARKETPLACE_ID, BulkSyncRunner
-from app.services.container import Services
-from app.services.runs import Run
+from app.services.marketplaces import BACKMARKET_MARKETPLACE_ID
+from app.services.orders import WatcherStatus
+from app.services.sync import Run, SyncOptions, runs
 
 router = APIRouter(prefix="/sync", tags=["sync"])
 
@@ -34,11 +33,6 @@ class RunList(BaseModel):
     runs: list[Run]
 
 
-def _runner(services: Services) -> BulkSyncRunner:
-    runner: BulkSyncRunner = services.extras["bulk_sync_runner"]
-    return runner
-
-
 @router.post(
     "/bulk",
     status_code=202,
@@ -51,47 +45,50 @@ def _runner(services: Services) -> BulkSyncRunner:
     },
 )
 async def start_bulk_sync(
-    services: ServicesDep,
+    container: ContainerDep,
     body: Annotated[BulkSyncRequest | None, Body()] = None,
     wait: Annotated[bool, Query(description="answer when the run has finished")] = False,
 ) -> JSONResponse:
     """Start a bulk sync: 202 with the run as started, or 200 with the finished run (`wait`)."""
     request = body or BulkSyncRequest()
-    options: dict[str, Any] = {
-        "marketplace_id": request.marketplace_id,
-        "trigger": RunTrigger.API,
-        "dry_run": request.dry_run,
-        "import_unknown": request.import_unknown,
-    }
+    options = SyncOptions(
+        marketplace_id=request.marketplace_id,
+        trigger=RunTrigger.API,
+        dry_run=request.dry_run,
+        import_unknown=request.import_unknown,
+    )
     if wait:
-        finished = await _runner(services).run(**options)
+        finished = await container.runner.run(options)
         return JSONResponse(status_code=200, content={"run": finished.model_dump(mode="json")})
-    started, _task = await _runner(services).start(**options)
+    started, _task = await container.runner.start(options)
     return JSONResponse(status_code=202, content={"run": started.model_dump(mode="json")})
 
 
 @router.get("/runs", response_model=RunList)
 async def list_runs(
-    services: ServicesDep,
+    container: ContainerDep,
     marketplace_id: int | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
 ) -> RunList:
     """Runs, newest first."""
-    found = await runs.list_runs(services.engine, marketplace_id=marketplace_id, limit=limit)
+    found = await runs.list_runs(container.ctx.engine, marketplace_id=marketplace_id, limit=limit)
     return RunList(runs=found)
 
 
 @router.get("/runs/{run_id}", response_model=RunEnvelope, responses={404: {}})
-async def get_run(services: ServicesDep, run_id: int) -> RunEnvelope:
+async def get_run(container: ContainerDep, run_id: int) -> RunEnvelope:
     """One run; while it is running, its progress so far."""
-    return RunEnvelope(run=await runs.get_run(services.engine, run_id=run_id))
+    return RunEnvelope(run=await runs.get_run(container.ctx.engine, run_id=run_id))
 
 
 @router.get("/schedule")
-async def get_schedule(services: ServicesDep) -> dict[str, Any]:
+async def get_schedule(container: ContainerDep) -> dict[str, Any]:
     """The scheduled bulk sync: enabled, interval and next run time (UTC)."""
-    schedule_info = services.extras.get("schedule_info")
-    if schedule_info is None:
-        return {"enabled": False, "interval_minutes": 0, "next_run_at": None, "running": False}
-    info: dict[str, Any] = schedule_info()
-    return info
+    return container.scheduler.info()
+
+
+@router.get("/orders", response_model=WatcherStatus)
+async def get_orders_watcher(container: ContainerDep) -> WatcherStatus:
+    """The orders watcher: enabled, interval, watermark and its last poll (calls, orders,
+    listings refreshed, error)."""
+    return await container.watcher.status()

@@ -1,4 +1,5 @@
-"""GET /variations/{id}/quantity and POST /variations/{id}/add-quantity: HTTP only.
+"""GET /variations/{id}/quantity, GET /variations/quantities and
+POST /variations/{id}/add-quantity: HTTP only.
 
 The logic lives in app.services.quantity; domain errors become HTTP answers in app.errors.
 """
@@ -10,8 +11,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
-from app.deps import ServicesDep, require_json_body
-from app.services.quantity import AddResult, Quantity, add_quantity, refresh_quantity
+from app.deps import ContextDep, require_json_body
+from app.services.quantity import (
+    MAX_BATCH_IDS,
+    AddResult,
+    Quantities,
+    Quantity,
+    add_quantity,
+    parse_variation_ids,
+    read_quantities,
+    refresh_quantity,
+)
 
 router = APIRouter(prefix="/variations", tags=["variations"])
 
@@ -34,6 +44,9 @@ class AddQuantityBody(BaseModel):
 
 MarketplaceQuery = Annotated[int, Query(description="marketplace.id; only 1 has a live client")]
 
+# The longest max_age accepted: a day.
+MAX_AGE_LIMIT_SECONDS = 86_400
+
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     described = {
@@ -47,21 +60,65 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"description": described[status]} for status in statuses}
 
 
+# Declared before /{variation_id}/quantity so that no path parameter ever shadows it.
+@router.get(
+    "/quantities",
+    responses={
+        200: {"description": "the known variations' stored quantities, and the unknown ids"},
+        422: {
+            "description": (
+                f"no ids, more than {MAX_BATCH_IDS} distinct ids, an id that is not an "
+                "integer in 1..2147483647, or an unknown marketplace"
+            )
+        },
+    },
+)
+async def get_quantities(
+    ctx: ContextDep,
+    ids: Annotated[
+        list[str] | None,
+        Query(
+            description=(
+                f"comma-separated variation ids, at most {MAX_BATCH_IDS} distinct "
+                "(duplicates answered once); repeating ids= works too"
+            ),
+            examples=["1,2,3"],
+        ),
+    ] = None,
+    marketplace_id: MarketplaceQuery = 1,
+) -> Quantities:
+    """Many variations' stored stock at once, for a listing page: from the database, with no
+    Back Market call. `age_seconds` is the time since Back Market last confirmed each one
+    (null when never synced). Unknown ids are listed in `unknown_ids`, not a 404."""
+    return await read_quantities(
+        ctx, variation_ids=parse_variation_ids(ids or []), marketplace_id=marketplace_id
+    )
+
+
 @router.get("/{variation_id}/quantity", responses=_errors(404, 409, 422))
 async def get_quantity(
     variation_id: int,
-    services: ServicesDep,
+    ctx: ContextDep,
     marketplace_id: MarketplaceQuery = 1,
     refresh: Annotated[bool, Query(description="read Back Market live first")] = True,
+    max_age: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=MAX_AGE_LIMIT_SECONDS,
+            description=(
+                "seconds: answer from the database, with no Back Market call, when Back "
+                "Market confirmed the stored stock less than this long ago; 0 always reads live"
+            ),
+        ),
+    ] = None,
 ) -> Quantity:
     return await refresh_quantity(
-        engine=services.engine,
-        client=services.backmarket,
-        settings=services.settings,
-        locks=services.locks,
+        ctx,
         variation_id=variation_id,
         marketplace_id=marketplace_id,
         refresh=refresh,
+        max_age=max_age,
     )
 
 
@@ -73,7 +130,7 @@ async def get_quantity(
 async def post_add_quantity(
     variation_id: int,
     body: AddQuantityBody,
-    services: ServicesDep,
+    ctx: ContextDep,
     marketplace_id: MarketplaceQuery = 1,
     idempotency_key: Annotated[
         str | None,
@@ -84,10 +141,7 @@ async def post_add_quantity(
     ] = None,
 ) -> AddResult:
     return await add_quantity(
-        engine=services.engine,
-        client=services.backmarket,
-        settings=services.settings,
-        locks=services.locks,
+        ctx,
         variation_id=variation_id,
         quantity=body.quantity,
         marketplace_id=marketplace_id,

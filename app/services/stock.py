@@ -47,6 +47,9 @@ class StockObservation:
     publication_state: int | None = None
     not_changed_since: datetime | None = None
     reference_id: str | None = None
+    # The Back Market order line this observation was read for (the orders watcher).
+    order_id: int | None = None
+    order_item_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,12 +166,11 @@ async def _write_chunk(
             last_synced_at=now,
         )
         result.rows[variation_id] = after
-        if (
-            has_stock
-            and row["listed_stock"] == after.listed_stock
-            and row["available_stock"] == after.available_stock
-            and row["last_api_quantity"] == after.last_api_quantity
-        ):
+        stock_changed = not has_stock or (
+            row["listed_stock"] != after.listed_stock
+            or row["available_stock"] != after.available_stock
+        )
+        if not stock_changed and row["last_api_quantity"] == after.last_api_quantity:
             result.unchanged += 1
             touched_ids.append(row["stock_id"])
             continue
@@ -184,11 +186,15 @@ async def _write_chunk(
                 "available_stock": after.available_stock,
                 "last_api_quantity": after.last_api_quantity,
                 "last_synced_at": now,
-                "stock_changed_at": now,
+                "stock_changed_at": now if stock_changed else row["stock_changed_at"],
                 "created_at": now,
                 "updated_at": now,
             }
         )
+        if not stock_changed:
+            # Only `last_api_quantity` was filled in (a first sync over the seed's rows): the
+            # listed stock did not change, so it is no stock change to record.
+            continue
         before_listed = row["listed_stock"] if has_stock else 0
         history.append(
             {
@@ -207,6 +213,8 @@ async def _write_chunk(
                 "notes": notes,
                 "sync_run_id": sync_run_id,
                 "idempotency_key": idempotency_key,
+                "order_id": obs.order_id,
+                "order_item_id": obs.order_item_id,
                 "created_at": now,
                 "updated_at": now,
             }

@@ -27,6 +27,7 @@ def service_settings(database_url: str, **overrides: Any) -> Settings:
         "backmarket_token": "sim-token",
         "backmarket_user_agent": "BM-Tests-StockSync;tests@example.com",
         "sync_interval_minutes": 0,
+        "order_sync_interval_seconds": 0,
         "run_migrations_on_startup": False,
         "api_keys": [],
         "cors_origins": [],

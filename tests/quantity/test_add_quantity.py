@@ -9,8 +9,8 @@ import pytest
 
 from app.errors import Conflict
 from app.models import ChangeType
+from app.services.locks import hold_variation
 from app.services.quantity import add_quantity
-from app.services.variation_lock import hold_variation
 from tests.quantity.support import (
     START_QUANTITY,
     LinkedListing,
@@ -34,6 +34,7 @@ ADD_RESULT_FIELDS = {
     "available_stock",
     "variation_listed_stock",
     "idempotent_replay",
+    "sales_during_update",
 }
 
 
@@ -60,6 +61,7 @@ async def test_add_quantity_sends_live_quantity_plus_n_and_records_back_markets_
         "available_stock": START_QUANTITY + 3 - 1,
         "variation_listed_stock": START_QUANTITY + 3,
         "idempotent_replay": False,
+        "sales_during_update": 0,
     }
     assert service.simulator.quantity_of(listing.id) == START_QUANTITY + 3
     assert [call["body"] for call in update_calls(service.simulator)] == [
@@ -337,21 +339,18 @@ async def test_add_quantity_outcomes_are_counted_in_metrics(
 async def test_addition_waiting_too_long_for_the_variation_is_409_and_sends_nothing(
     service: Any, listing: LinkedListing
 ) -> None:
-    services = service.app.state.services
+    ctx = service.app.state.container.ctx
 
     async with hold_variation(
-        engine=services.engine,
-        locks=services.locks,
-        settings=services.settings,
+        engine=ctx.engine,
+        locks=ctx.locks,
+        settings=ctx.settings,
         variation_id=listing.variation_id,
         wait_seconds=1,
     ):
         with pytest.raises(Conflict) as refused:
             await add_quantity(
-                engine=services.engine,
-                client=services.backmarket,
-                settings=services.settings,
-                locks=services.locks,
+                ctx,
                 variation_id=listing.variation_id,
                 quantity=1,
                 lock_timeout=0.05,

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from app.db import database_now
 from app.models import IdempotencyKey, table_of
-from app.services import idempotency
+from app.services.quantity import idempotency
 from tests.quantity.support import (
     START_QUANTITY,
     LinkedListing,

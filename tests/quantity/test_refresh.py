@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from app.models import ChangeType
+from app.services.locks import hold_variation
 from app.services.quantity import refresh_quantity
 from app.services.stock import StockObservation, write_observations
-from app.services.variation_lock import hold_variation
 from tests.quantity.support import (
     START_QUANTITY,
     LinkedListing,
@@ -215,7 +215,7 @@ async def test_refresh_of_a_variation_without_back_market_reference_is_409_and_s
 
 
 @pytest.mark.parametrize(
-    ("marketplace_id", "words"), [(4, "has no client"), (77, "does not exist")]
+    ("marketplace_id", "words"), [(4, "has no Back Market connection"), (77, "does not exist")]
 )
 async def test_refresh_for_a_marketplace_without_client_is_422_and_sends_nothing(
     service: Any, listing: LinkedListing, marketplace_id: int, words: str
@@ -269,21 +269,18 @@ async def test_refresh_false_answers_stored_values_of_a_marketplace_without_clie
 async def test_refresh_answers_stale_when_another_change_holds_the_variation_too_long(
     service: Any, listing: LinkedListing
 ) -> None:
-    services = service.app.state.services
+    ctx = service.app.state.container.ctx
     await seed_stock(service.engine, variation_id=listing.variation_id, quantity=3)
 
     async with hold_variation(
-        engine=services.engine,
-        locks=services.locks,
-        settings=services.settings,
+        engine=ctx.engine,
+        locks=ctx.locks,
+        settings=ctx.settings,
         variation_id=listing.variation_id,
         wait_seconds=1,
     ):
         answer = await refresh_quantity(
-            engine=services.engine,
-            client=services.backmarket,
-            settings=services.settings,
-            locks=services.locks,
+            ctx,
             variation_id=listing.variation_id,
             lock_timeout=0.05,
         )

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import database_now
 from app.models import ListingUpdateBudget, table_of
-from app.services import update_budget
+from app.services.quantity import update_budget
 from tests.quantity.support import (
     START_QUANTITY,
     LinkedListing,

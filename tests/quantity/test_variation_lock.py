@@ -10,10 +10,11 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.services.locks import LockBusy, NamedLocks
-from app.services.variation_lock import (
+from app.services.locks import (
     DEFAULT_SECTION_CONNECTIONS,
     HeldVariation,
+    LockBusy,
+    NamedLocks,
     hold_variation,
 )
 

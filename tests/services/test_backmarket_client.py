@@ -21,15 +21,15 @@ from app.config import Settings
 from app.services.backmarket import (
     BackMarketClient,
     BackMarketError,
+    BackMarketUnavailable,
     BadResponse,
     IncompleteFeed,
     Listing,
+    ListingNotFound,
     ListingPage,
-    NotFound,
     OutcomeUnknown,
     RateLimited,
     Unauthorized,
-    Unavailable,
 )
 
 BASE = "https://bm.test"
@@ -417,7 +417,7 @@ async def test_an_empty_followed_page_that_points_further_ends_the_feed_as_incom
 @pytest.mark.parametrize(
     ("failure", "error_type"),
     [
-        (answer(503, json={"error": {"code": "down", "message": "down"}}), Unavailable),
+        (answer(503, json={"error": {"code": "down", "message": "down"}}), BackMarketUnavailable),
         (answer(429, json={"error": {"code": "rate", "message": "slow down"}}), RateLimited),
         (answer(200, json={"error": {"code": "oops", "message": "not a page"}}), BadResponse),
         (answer(200, json={"count": 150, "next": None}), BadResponse),
@@ -460,7 +460,7 @@ async def test_a_short_page_without_failures_raises_incomplete_feed(
     ("failure", "error_type"),
     [
         (httpx.Response(401, json={"error": {"code": "auth", "message": "no"}}), Unauthorized),
-        (httpx.Response(503), Unavailable),
+        (httpx.Response(503), BackMarketUnavailable),
         (httpx.Response(200, json={"count": 3, "next": None, "previous": None}), BadResponse),
         (httpx.Response(200, json={"error": {"code": "x", "message": "y"}}), BadResponse),
         (httpx.Response(200, json=[]), BadResponse),
@@ -694,7 +694,7 @@ async def test_5xx_is_retried_with_exponential_full_jitter_backoff_then_unavaila
     route = router.get(path__regex=LISTING_PATH).mock(return_value=httpx.Response(503))
     client = make_client(backmarket_max_attempts=4)
 
-    with pytest.raises(Unavailable) as caught:
+    with pytest.raises(BackMarketUnavailable) as caught:
         await client.get_listing("x")
 
     assert (caught.value.status, caught.value.attempts, route.call_count) == (503, 4, 4)
@@ -775,7 +775,7 @@ async def test_a_persistent_transient_failure_ends_as_unavailable_after_max_atte
 ) -> None:
     route = router.get(path__regex=LISTING_PATH).mock(side_effect=[failure] * 3)
 
-    with pytest.raises(Unavailable) as caught:
+    with pytest.raises(BackMarketUnavailable) as caught:
         await make_client().get_listing("x")
 
     assert caught.value.attempts == route.call_count == 3
@@ -792,7 +792,10 @@ async def test_a_persistent_transient_failure_ends_as_unavailable_after_max_atte
             httpx.Response(403, json={"error": {"code": "not-a-merchant", "message": "x"}}),
             Unauthorized,
         ),
-        (httpx.Response(404, json={"error": {"code": "not-found", "message": "x"}}), NotFound),
+        (
+            httpx.Response(404, json={"error": {"code": "not-found", "message": "x"}}),
+            ListingNotFound,
+        ),
         (httpx.Response(400, json="parameter quantity is invalid"), BadResponse),
         (httpx.Response(422, json={"error": {"code": "invalid", "message": "x"}}), BadResponse),
         (httpx.Response(200, json={"statuscode": 200}), BadResponse),
@@ -848,7 +851,7 @@ async def test_errors_carry_the_request_id_from_the_body_or_the_cf_ray_header(
 ) -> None:
     router.get(path__regex=LISTING_PATH).mock(return_value=response)
 
-    with pytest.raises(NotFound) as caught:
+    with pytest.raises(ListingNotFound) as caught:
         await make_client().get_listing("x")
 
     assert caught.value.request_id == request_id
@@ -1009,7 +1012,7 @@ async def test_stats_count_requests_by_endpoint_template_and_outcome(
     client = make_client()
 
     await client.get_listing("a")
-    with pytest.raises(NotFound):
+    with pytest.raises(ListingNotFound):
         await client.get_listing("b")
     with pytest.raises(OutcomeUnknown):
         await client.update_listing("c", quantity=1)
@@ -1050,7 +1053,7 @@ async def test_the_token_never_appears_in_logs_even_at_debug(
         side_effect=[httpx.Response(503, json=echo), httpx.ConnectError(f"Basic {TOKEN}")] * 2
     )
 
-    with pytest.raises(Unavailable):
+    with pytest.raises(BackMarketUnavailable):
         await make_client().get_listing("x")
 
     assert caplog.records
@@ -1090,8 +1093,8 @@ async def test_the_token_never_appears_in_any_kind_of_error(
     kinds = {type(error) for error in errors}
     assert kinds == {
         RateLimited,
-        Unavailable,
-        NotFound,
+        BackMarketUnavailable,
+        ListingNotFound,
         Unauthorized,
         BadResponse,
         OutcomeUnknown,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -32,6 +33,19 @@ class FakeClock:
         self.now += seconds
 
 
+class FakeWallClock:
+    """Calendar time (for order dates) that moves only when a test says so."""
+
+    def __init__(self, start: datetime = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
 def make_config(**overrides: Any) -> SimulatorConfig:
     return SimulatorConfig(**{"listings": 120, "token": TOKEN, **overrides})
 
@@ -50,13 +64,18 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
+def wall_clock() -> FakeWallClock:
+    return FakeWallClock()
+
+
+@pytest.fixture
 def config() -> SimulatorConfig:
     return make_config()
 
 
 @pytest.fixture
-def app(config: SimulatorConfig, clock: FakeClock) -> FastAPI:
-    return create_simulator_app(config, clock=clock)
+def app(config: SimulatorConfig, clock: FakeClock, wall_clock: FakeWallClock) -> FastAPI:
+    return create_simulator_app(config, clock=clock, wall_clock=wall_clock)
 
 
 @pytest.fixture

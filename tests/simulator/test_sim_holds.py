@@ -74,3 +74,37 @@ async def test_wait_held_times_out_when_nothing_arrives(state: SimulatorState) -
 
     with pytest.raises(TimeoutError):
         await state.wait_held(hold, timeout_s=0.05)
+
+
+async def test_order_placed_while_a_listing_read_is_held_shows_in_the_read_and_the_feed(
+    client: httpx.AsyncClient, state: SimulatorState
+) -> None:
+    # The race of add-quantity: read held, a customer buys, read released, update written.
+    state.set_quantity(100000, 14)
+    hold = state.hold("/ws/listings/100000", method="GET")
+    read = asyncio.create_task(client.get("/ws/listings/100000"))
+    await state.wait_held(hold)
+
+    placed = state.place_order(100000)
+    state.release(hold)
+    seen = (await read).json()["quantity"]
+    written = await client.post("/ws/listings/100000", json={"quantity": seen + 5})
+    feed = (await client.get("/ws/orders")).json()["results"]
+
+    assert seen == 13
+    assert written.status_code == 200
+    assert state.quantity_of(100000) == 18
+    assert [order["order_id"] for order in feed] == [placed.order_id]
+    assert [call["quantity"] for call in state.stats()["updates"]] == [18]
+
+
+async def test_orders_poll_can_be_held(client: httpx.AsyncClient, state: SimulatorState) -> None:
+    hold = state.hold("/ws/orders")
+    poll = asyncio.create_task(client.get("/ws/orders"))
+    await state.wait_held(hold)
+
+    state.set_quantity(100000, 1)
+    placed = state.place_order(100000)
+    state.release(hold)
+
+    assert [o["order_id"] for o in (await poll).json()["results"]] == [placed.order_id]

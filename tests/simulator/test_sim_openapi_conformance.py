@@ -98,6 +98,57 @@ async def test_error_responses_conform(
     assert statuses == [404, 400, 429, 401]
 
 
+async def test_orders_pages_conform(
+    openapi: OpenAPI, client: httpx.AsyncClient, state: SimulatorState
+) -> None:
+    for ref in ("SKU-0000001", "SKU-0000002", "SKU-0000003"):
+        state.set_quantity(ref, 5)
+    state.place_order("SKU-0000001", 2)
+    state.place_order("SKU-0000003", market="en-gb")
+    basket = state.place_basket([("SKU-0000001", 1), ("SKU-0000002", 3)])
+    state.cancel_line(basket.order_id, basket.line_ids[1], 5)
+    state.pay_order(state.place_order("SKU-0000002", hidden=True).order_id)
+    state.fail_payment(state.place_order("SKU-0000002", hidden=True).order_id)
+    state.place_order("SKU-0000003", hidden=True)
+
+    full = await client.get("/ws/orders", params={"page-size": 50})
+    paged = await client.get("/ws/orders", params={"page-size": 2, "page": 2, "state": 1})
+    filtered = await client.get(
+        "/ws/orders",
+        params={"date_modification": "2024-05-01T12:00:00Z", "date_creation": "2024-05-01"},
+    )
+    empty = await client.get("/ws/orders", params={"date_creation": "2030-01-01T00:00:00Z"})
+
+    for response in (full, paged, filtered, empty):
+        assert response.status_code == 200
+        assert_conforms(openapi, response)
+    assert full.json()["count"] == 4
+
+
+async def test_orders_errors_conform(openapi: OpenAPI, client: httpx.AsyncClient) -> None:
+    bad_state = await client.get("/ws/orders", params={"state": 2})
+    bad_date = await client.get("/ws/orders", params={"date_creation": "soon"})
+    beyond = await client.get("/ws/orders", params={"page": 3})
+
+    for response in (bad_state, bad_date, beyond):
+        assert_conforms(openapi, response)
+    assert [r.status_code for r in (bad_state, bad_date, beyond)] == [400, 400, 404]
+
+
+async def test_validator_rejects_an_order_off_the_spec(
+    openapi: OpenAPI, client: httpx.AsyncClient, state: SimulatorState
+) -> None:
+    state.set_quantity("SKU-0000001", 1)
+    state.place_order("SKU-0000001")
+    real = await client.get("/ws/orders")
+    page = real.json()
+    page["results"][0]["orderlines"][0]["listing_id"] = "100000"
+    forged = httpx.Response(200, json=page, request=real.request)
+
+    with pytest.raises(Exception, match="is not of type 'integer'"):
+        assert_conforms(openapi, forged)
+
+
 async def test_validator_rejects_an_answer_off_the_spec(
     openapi: OpenAPI, client: httpx.AsyncClient
 ) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from app.services.bulk_sync import BulkSyncRunner
 from app.services.locks import NamedLocks
+from app.services.sync import BulkSyncRunner
 from simulator.config import SimulatorConfig
 
 
@@ -25,7 +25,7 @@ def simulator_config(listings: int) -> SimulatorConfig:
 
 @pytest.fixture
 def runner(service: Any) -> BulkSyncRunner:
-    found: BulkSyncRunner = service.app.state.services.extras["bulk_sync_runner"]
+    found: BulkSyncRunner = service.app.state.container.runner
     return found
 
 

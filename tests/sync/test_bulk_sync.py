@@ -14,8 +14,9 @@ import sqlalchemy as sa
 
 from app.config import Settings
 from app.models import RunTrigger
-from app.services.bulk_sync import SnapshotClock, VariationIdSet, bulk_lock_name, run_bulk_sync
+from app.services.context import ServiceContext
 from app.services.locks import NamedLocks, engine_lock_name
+from app.services.sync import SnapshotClock, VariationIdSet, bulk_lock_name, run_bulk_sync
 from tests.sync.support import (
     ScriptedFeed,
     add_stock,
@@ -117,10 +118,12 @@ async def test_markets_disagreeing_on_a_quantity_are_recorded_and_one_value_appl
     )
 
     run = await run_bulk_sync(
-        engine=engine,
-        client=feed,  # type: ignore[arg-type]
-        settings=make_settings(backmarket_markets="fr-fr,de-de"),
-        locks=locks,
+        ServiceContext(
+            settings=make_settings(backmarket_markets="fr-fr,de-de"),
+            engine=engine,
+            backmarket=feed,  # type: ignore[arg-type]
+            locks=locks,
+        )
     )
 
     assert run.status == "completed"
@@ -436,7 +439,14 @@ async def test_a_crash_mid_run_leaves_a_failed_run_and_keeps_what_was_written(
         {"fr-fr": [[listing(target, listing_id=1, quantity=8)], RuntimeError("bug")]}
     )
 
-    run = await run_bulk_sync(engine=engine, client=feed, settings=make_settings(), locks=locks)  # type: ignore[arg-type]
+    run = await run_bulk_sync(
+        ServiceContext(
+            settings=make_settings(),
+            engine=engine,
+            backmarket=feed,  # type: ignore[arg-type]
+            locks=locks,
+        )
+    )
 
     assert run.status == "failed"
     assert run.errors[-1]["kind"] == "crash"

@@ -9,15 +9,20 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from app.services.bulk_sync import BulkSyncRunner, bulk_lock_name
-from app.services.scheduler import JOB_ID, SyncScheduler, run_scheduled_sync
+from app.services.sync import (
+    JOB_ID,
+    BulkSyncRunner,
+    SyncScheduler,
+    bulk_lock_name,
+    run_scheduled_sync,
+)
 from tests.sync.support import scalar, wait_for_run
 
 SIX_HOURS = {"backmarket_requests_per_10s": 10_000, "sync_interval_minutes": 360}
 
 
 def scheduler_of(service: Any) -> SyncScheduler:
-    scheduler: SyncScheduler = service.app.state.services.extras["sync_scheduler"]
+    scheduler: SyncScheduler = service.app.state.container.scheduler
     return scheduler
 
 
@@ -92,9 +97,9 @@ async def test_due_scheduled_job_runs_a_sync_with_the_schedule_trigger_then_wait
 async def test_scheduled_run_is_skipped_not_failed_while_another_run_holds_the_lock(
     service: Any, runner: BulkSyncRunner, caplog: pytest.LogCaptureFixture
 ) -> None:
-    locks = service.app.state.services.locks
+    locks = service.app.state.container.ctx.locks
     async with locks.hold(bulk_lock_name(1), timeout=0):
-        with caplog.at_level("INFO", logger="app.services.scheduler"):
+        with caplog.at_level("INFO", logger="app.services.sync.schedule"):
             run = await run_scheduled_sync(runner=runner)
 
     assert run is None
@@ -108,7 +113,7 @@ async def test_scheduled_run_is_skipped_when_another_replica_already_ran_this_sl
     first = await run_scheduled_sync(runner=runner, interval_minutes=360)
     # A second replica's scheduler fires for the same slot a moment later, after the first
     # run has already finished and released the lock.
-    with caplog.at_level("INFO", logger="app.services.scheduler"):
+    with caplog.at_level("INFO", logger="app.services.sync.schedule"):
         second = await run_scheduled_sync(runner=runner, interval_minutes=360)
 
     assert first is not None and first.status == "completed"

@@ -15,14 +15,13 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.cli import sync_once
 from app.config import Settings
 from app.db import create_engine
 from app.main import create_app
-from app.models import utcnow
-from app.services.bulk_sync import BulkSyncRunner, bulk_lock_name, run_bulk_sync_cli
+from app.models import RunTrigger, utcnow
 from app.services.locks import NamedLocks
-from app.services.runs import Run
-from app.services.scheduler import run_scheduled_sync
+from app.services.sync import BulkSyncRunner, Run, SyncOptions, bulk_lock_name, run_scheduled_sync
 from tests.sync.support import link, scalar, stock_row, sync, wait_for_run
 
 
@@ -294,10 +293,9 @@ async def test_cli_entry_runs_one_sync_with_the_cli_trigger_and_reports_progress
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=simulator_app), base_url=settings.backmarket_base_url
     ) as backmarket_http:
-        run = await run_bulk_sync_cli(
+        run = await sync_once(
             settings,
-            dry_run=False,
-            import_unknown=False,
+            SyncOptions(trigger=RunTrigger.CLI, dry_run=False, import_unknown=False),
             progress=seen.append,
             backmarket_http=backmarket_http,
         )

@@ -19,8 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
+from app.cli import sync_once
 from app.errors import Conflict
-from app.services.bulk_sync import run_bulk_sync_cli
+from app.models import RunTrigger
+from app.services.sync import SyncOptions
 from simulator.config import SimulatorConfig
 from simulator.testing import RunningSimulator
 
@@ -103,7 +105,7 @@ async def test_a_run_in_another_server_process_makes_this_one_answer_409_with_it
 
     here = await service.http.post("/sync/bulk", params={"wait": "true"})
     with pytest.raises(Conflict) as from_cli:
-        await run_bulk_sync_cli(service.settings)
+        await sync_once(service.settings, SyncOptions(trigger=RunTrigger.CLI))
     live = (await service.http.get(f"/sync/runs/{run_id}")).json()["run"]
 
     assert here.status_code == 409

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.config import Settings
-from app.services.locks import HeldLock, LockBusy, NamedLocks
+from app.services.locks.named import HeldLock, LockBusy, NamedLocks
 
 MIN_WAIT_SECONDS = 0.01
 # A section that runs short transactions on the engine besides the lock's connection.

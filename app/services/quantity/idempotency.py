@@ -9,6 +9,11 @@ A row of `idempotency_keys` goes through these states:
   `target_quantity` say what was read and what was asked for.
 - `succeeded`: `response_json` holds the answer, replayed to every repeat.
 
+While an applied addition still has to subtract units sold during it (`sold_during`), the row
+is `in_progress` (then maybe `unknown`) with that second update's quantities, and
+`response_json` holds the pending subtraction, so a retry never adds again: it resolves the
+subtraction instead.
+
 A request that ends knowing nothing was applied (a refusal, Back Market failing before the
 update was sent) deletes its `in_progress` row, so a retry with the same key starts afresh.
 
@@ -28,7 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.db import database_now
+from app.db import database_now, transaction
 from app.models import IdempotencyKey, table_of
 
 keys_table = table_of(IdempotencyKey)
@@ -122,7 +127,7 @@ async def claim_key(
     for _ in range(2):
         try:
             await purge_expired_keys(engine)
-            async with engine.begin() as conn:
+            async with transaction(engine) as conn:
                 now = await database_now(conn)
                 await conn.execute(
                     sa.insert(keys_table).values(
@@ -187,7 +192,7 @@ async def mark_unknown(
 async def _set_outcome_state(
     engine: AsyncEngine, *, key: str, status: KeyStatus, previous: int, target: int
 ) -> None:
-    async with engine.begin() as conn:
+    async with transaction(engine) as conn:
         await conn.execute(
             sa.update(keys_table)
             .where(keys_table.c.idempotency_key == key)
@@ -216,13 +221,39 @@ async def mark_succeeded(
     )
 
 
+async def mark_subtracting(
+    conn: AsyncConnection,
+    *,
+    key: str,
+    previous_quantity: int,
+    target_quantity: int,
+    pending: dict[str, Any],
+) -> None:
+    """The addition is applied and a subtraction is about to be sent (caller's transaction)."""
+    await conn.execute(
+        sa.update(keys_table)
+        .where(keys_table.c.idempotency_key == key)
+        .values(
+            status=KeyStatus.IN_PROGRESS.value,
+            previous_quantity=previous_quantity,
+            target_quantity=target_quantity,
+            response_json=json.dumps(pending, sort_keys=True),
+        )
+    )
+
+
 async def release_key(engine: AsyncEngine, *, key: str) -> None:
-    """Forget a claim whose request surely changed nothing, so a retry can run afresh."""
-    async with engine.begin() as conn:
+    """Forget a claim whose request surely changed nothing, so a retry can run afresh.
+
+    A row holding a pending subtraction is kept whatever happens to that second update: its
+    addition was applied, and a fresh retry would add again.
+    """
+    async with transaction(engine) as conn:
         await conn.execute(
             sa.delete(keys_table).where(
                 keys_table.c.idempotency_key == key,
                 keys_table.c.status == KeyStatus.IN_PROGRESS.value,
+                keys_table.c.response_json.is_(None),
             )
         )
 
@@ -233,7 +264,7 @@ async def purge_expired_keys(engine: AsyncEngine) -> int:
     Deleted by primary key after a plain read: a range DELETE on `expires_at` would take gap
     locks on MySQL that deadlock against concurrent claims inserting new keys.
     """
-    async with engine.begin() as conn:
+    async with transaction(engine) as conn:
         now = await database_now(conn)
         expired = (
             (await conn.execute(sa.select(keys_table.c.id).where(keys_table.c.expires_at < now)))

@@ -17,16 +17,16 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from app.errors import Conflict
 from app.models import RunTrigger, utcnow
-from app.services import runs
-from app.services.bulk_sync import BACKMARKET_MARKETPLACE_ID, BulkSyncRunner, close_stale_runs
-from app.services.container import Services
-from app.services.runs import Run
+from app.services.marketplaces import BACKMARKET_MARKETPLACE_ID
+from app.services.sync import runs
+from app.services.sync.options import SyncOptions
+from app.services.sync.runner import BulkSyncRunner
+from app.services.sync.runs import Run
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ async def run_scheduled_sync(
     """
     if interval_minutes:
         latest = await runs.latest_start(
-            runner.engine, marketplace_id=marketplace_id, trigger=RunTrigger.SCHEDULE
+            runner.ctx.engine, marketplace_id=marketplace_id, trigger=RunTrigger.SCHEDULE
         )
         if latest is not None and utcnow() - latest < timedelta(minutes=interval_minutes) / 2:
             log.info(
@@ -56,7 +56,9 @@ async def run_scheduled_sync(
             )
             return None
     try:
-        run = await runner.run(marketplace_id=marketplace_id, trigger=RunTrigger.SCHEDULE)
+        run = await runner.run(
+            SyncOptions(marketplace_id=marketplace_id, trigger=RunTrigger.SCHEDULE)
+        )
     except Conflict as busy:
         # Another worker, replica, the CLI or an API call is syncing: that run covers this slot.
         log.info("scheduled bulk sync skipped: %s", busy.detail)
@@ -136,36 +138,3 @@ class SyncScheduler:
         if not info["enabled"]:
             return "off (SYNC_INTERVAL_MINUTES=0)"
         return f"every {self.interval_minutes} min, next at {info['next_run_at']}"
-
-
-async def start_background_sync(services: Services) -> None:
-    """Lifespan start: the run keeper, dead runs closed, the schedule started and made visible."""
-    runner = BulkSyncRunner(
-        engine=services.engine,
-        client=services.backmarket,
-        settings=services.settings,
-        locks=services.locks,
-    )
-    services.extras["bulk_sync_runner"] = runner
-    try:
-        await close_stale_runs(engine=services.engine, locks=services.locks)
-    except (sa.exc.SQLAlchemyError, OSError) as exc:
-        # Start anyway so /readyz can say what is wrong; the next run closes dead runs of its
-        # marketplace when it takes the lock.
-        log.warning("could not close stale bulk sync runs at start-up: %s", exc)
-    scheduler = SyncScheduler(
-        runner=runner, interval_minutes=services.settings.sync_interval_minutes
-    )
-    scheduler.start()
-    services.extras["sync_scheduler"] = scheduler
-    services.extras["schedule_info"] = scheduler.info
-
-
-async def stop_background_sync(services: Services) -> None:
-    """Lifespan stop: no new scheduled run, then the runs still going end as `failed`."""
-    scheduler: SyncScheduler | None = services.extras.pop("sync_scheduler", None)
-    if scheduler is not None:
-        scheduler.shutdown()
-    runner: BulkSyncRunner | None = services.extras.get("bulk_sync_runner")
-    if runner is not None:
-        await runner.shutdown()

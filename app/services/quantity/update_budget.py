@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.db import database_now, is_mysql
+from app.db import database_now, is_mysql, transaction
 from app.models import ListingUpdateBudget, table_of
 from app.services.locks import engine_lock_name
 
@@ -98,7 +98,7 @@ async def reserve_update(engine: AsyncEngine, *, limit: int, listing_ref: str) -
 
 async def release_update(engine: AsyncEngine, reservation: Reservation) -> None:
     """Give a slot back: only for an update that surely never reached Back Market."""
-    async with engine.begin() as conn:
+    async with transaction(engine) as conn:
         await conn.execute(sa.delete(updates_table).where(updates_table.c.id == reservation.id))
 
 

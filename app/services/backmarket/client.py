@@ -1,0 +1,311 @@
+"""`BackMarketClient`: read a market's listings, read one listing, update one listing's stock.
+
+Every call of one client shares one request budget (a sliding-window log of send times,
+`settings.backmarket_requests_per_10s` per 10.2 s) and one "not before" time set by a 429,
+because Cloudflare counts and blocks per token, not per caller. How a request is retried is in
+`transport`; how a whole feed is read, in `pages`.
+
+`update_listing` also raises `OutcomeUnknown` for a 2xx whose body is not a listing: the update
+may have been applied, the caller must read back. A 202 without a listing body is read back with
+a GET; Back Market applies part of an update asynchronously, so the listing returned may not show
+the new quantity yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+
+import httpx
+
+from app.config import Settings
+from app.services.backmarket.answers import describe_body, request_id_of
+from app.services.backmarket.budget import CallKind, Clock, RequestBudget, Sleep
+from app.services.backmarket.errors import BackMarketError, BadResponse, OutcomeUnknown
+from app.services.backmarket.listing import (
+    ENDPOINT_GET_LISTING,
+    ENDPOINT_LIST_LISTINGS,
+    ENDPOINT_UPDATE_LISTING,
+    LISTINGS_PATH,
+    Listing,
+    ListingPage,
+    listing_path,
+)
+from app.services.backmarket.orders import OrderPage, iter_order_pages
+from app.services.backmarket.pages import MAX_PAGE_SIZE, PagedEndpoint, iter_pages
+from app.services.backmarket.transport import Transport
+
+# The whole client logs under the package's name, so one logger setting covers it.
+logger = logging.getLogger("app.services.backmarket")
+
+_LISTINGS: PagedEndpoint[Listing] = PagedEndpoint(
+    path=LISTINGS_PATH,
+    endpoint=ENDPOINT_LIST_LISTINGS,
+    noun="listings",
+    parse_item=Listing.from_api,
+    item_key=lambda listing: listing.id,
+)
+
+
+class BackMarketClient:
+    """One HTTP client for Back Market, shared by every caller of the process."""
+
+    # A little over 10 s, so that network jitter between our send times and the server's arrival
+    # times cannot squeeze one request too many into the server's 10 s window.
+    window_seconds: float = 10.2
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        http: httpx.AsyncClient | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._default_market = settings.backmarket_markets[0]
+        max_connections = settings.backmarket_page_concurrency + 8
+        self._owns_http = http is None
+        if http is None:
+            http = httpx.AsyncClient(
+                base_url=settings.backmarket_base_url,
+                timeout=httpx.Timeout(
+                    settings.backmarket_read_timeout_seconds,
+                    connect=settings.backmarket_connect_timeout_seconds,
+                ),
+                limits=httpx.Limits(
+                    max_connections=max_connections,
+                    max_keepalive_connections=max_connections,
+                ),
+            )
+        self._http = http
+        self._budget = RequestBudget(
+            max_requests=settings.backmarket_requests_per_10s,
+            window=self.window_seconds,
+            clock=clock,
+            sleep=sleep,
+        )
+        self._transport = Transport(
+            settings,
+            http=http,
+            budget=self._budget,
+            max_in_flight=max_connections,
+            clock=clock,
+            sleep=sleep,
+        )
+
+    # The retry policy lives on the transport; these let a caller (or a test) tune it here.
+
+    @property
+    def default_rate_limit_pause_seconds(self) -> float:
+        return self._transport.default_rate_limit_pause_seconds
+
+    @default_rate_limit_pause_seconds.setter
+    def default_rate_limit_pause_seconds(self, seconds: float) -> None:
+        self._transport.default_rate_limit_pause_seconds = seconds
+
+    @property
+    def backoff_base_seconds(self) -> float:
+        return self._transport.backoff_base_seconds
+
+    @backoff_base_seconds.setter
+    def backoff_base_seconds(self, seconds: float) -> None:
+        self._transport.backoff_base_seconds = seconds
+
+    @property
+    def backoff_cap_seconds(self) -> float:
+        return self._transport.backoff_cap_seconds
+
+    @backoff_cap_seconds.setter
+    def backoff_cap_seconds(self, seconds: float) -> None:
+        self._transport.backoff_cap_seconds = seconds
+
+    @property
+    def max_retry_wait_seconds(self) -> float:
+        return self._transport.max_retry_wait_seconds
+
+    @max_retry_wait_seconds.setter
+    def max_retry_wait_seconds(self, seconds: float) -> None:
+        self._transport.max_retry_wait_seconds = seconds
+
+    @property
+    def requests_total(self) -> int:
+        """Requests sent so far, whatever their outcome."""
+        return self._transport.requests_total
+
+    def __repr__(self) -> str:
+        return (
+            f"BackMarketClient(base_url={self._settings.backmarket_base_url!r}, "
+            f"markets={self._settings.backmarket_markets!r}, requests_total={self.requests_total})"
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this object built it; a client handed in stays open."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    def stats(self) -> dict[str, int]:
+        """Requests sent so far, keyed "METHOD /path/template outcome"."""
+        return self._transport.stats()
+
+    def paused_for(self) -> float:
+        """Seconds left of the client-wide pause that followed a 429 (0 when not paused)."""
+        return self._budget.paused_for()
+
+    # -- public calls -------------------------------------------------------------------------
+
+    async def iter_listing_pages(
+        self, market: str, *, page_size: int = MAX_PAGE_SIZE, concurrency: int | None = None
+    ) -> AsyncIterator[ListingPage]:
+        """Yield every page of the market's listings as it arrives, then check completeness.
+
+        Page 1 failing raises its own error. Any later page failing does not stop the others:
+        after the last page that could be read, IncompleteFeed names the failed pages. Fewer
+        unique listing ids than page 1's `count` is IncompleteFeed too; more is accepted (the
+        catalogue grew while it was read). A listing on two pages: keep the copy whose page has
+        the later `fetched_at`. Close the iterator (`contextlib.aclosing`) if you stop early.
+        """
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        workers = self._settings.backmarket_page_concurrency if concurrency is None else concurrency
+        if workers < 1:
+            raise ValueError("concurrency must be at least 1")
+        pages = iter_pages(
+            _LISTINGS,
+            transport=self._transport,
+            market=market,
+            page_size=page_size,
+            workers=workers,
+        )
+        # Closing this generator early must close the page reader too, which cancels its fetches.
+        async with aclosing(pages) as arrivals:
+            async for page, pages_expected in arrivals:
+                yield ListingPage(
+                    market=market,
+                    page=page.page,
+                    fetched_at=page.fetched_at,
+                    listings=page.items,
+                    count=page.count,
+                    pages_expected=pages_expected,
+                    requests=page.requests,
+                )
+
+    async def get_listing(
+        self,
+        listing_ref: str | int,
+        *,
+        market: str | None = None,
+        kind: CallKind = CallKind.LIVE,
+    ) -> Listing:
+        """GET one listing by UUID (preferred) or integer listing_id."""
+        path = listing_path(listing_ref)
+        reply = await self._transport.request(
+            "GET",
+            path,
+            endpoint=ENDPOINT_GET_LISTING,
+            market=market or self._default_market,
+            kind=kind,
+        )
+        try:
+            return Listing.from_api(reply.body)
+        except BadResponse as exc:
+            raise BadResponse(
+                self._transport.scrub(
+                    f"GET {path} answered {reply.response.status_code} but {exc}"
+                ),
+                endpoint=ENDPOINT_GET_LISTING,
+                status=reply.response.status_code,
+                request_id=request_id_of(reply.response, reply.body),
+                attempts=reply.attempts,
+            ) from None
+
+    async def iter_order_pages(
+        self,
+        *,
+        modified_since: datetime | None = None,
+        created_since: datetime | None = None,
+        kind: CallKind = CallKind.LIVE,
+        market: str | None = None,
+    ) -> AsyncIterator[OrderPage]:
+        """Every page of `GET /ws/orders` modified (or created) at or after the given times."""
+        async for page in iter_order_pages(
+            self._transport,
+            market=market or self._default_market,
+            modified_since=modified_since,
+            created_since=created_since,
+            kind=kind,
+        ):
+            yield page
+
+    async def update_listing(
+        self,
+        listing_ref: str | int,
+        *,
+        quantity: int,
+        market: str | None = None,
+        kind: CallKind = CallKind.LIVE,
+    ) -> Listing:
+        """POST {"quantity": n} to one listing and return the listing Back Market answers.
+
+        Raises OutcomeUnknown when the update may have been applied without a usable answer.
+        """
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:
+            raise ValueError("quantity must be a non-negative integer")
+        path = listing_path(listing_ref)
+        market = market or self._default_market
+        reply = await self._transport.request(
+            "POST",
+            path,
+            endpoint=ENDPOINT_UPDATE_LISTING,
+            market=market,
+            json_body={"quantity": quantity},
+            repeatable=False,
+            kind=kind,
+        )
+        status = reply.response.status_code
+        request_id = request_id_of(reply.response, reply.body)
+        try:
+            return Listing.from_api(reply.body)
+        except BadResponse as exc:
+            shape_problem = str(exc)
+        if status == 202:
+            logger.debug("POST %s answered 202 without a listing: reading it back", path)
+            try:
+                return await self.get_listing(listing_ref, market=market, kind=kind)
+            except BackMarketError as exc:
+                raise OutcomeUnknown(
+                    self._transport.scrub(
+                        f"POST {path} was accepted (202) but reading the listing back failed: {exc}"
+                    ),
+                    endpoint=ENDPOINT_UPDATE_LISTING,
+                    status=status,
+                    request_id=request_id,
+                    attempts=reply.attempts,
+                ) from exc
+        raise OutcomeUnknown(
+            self._transport.scrub(
+                f"POST {path} answered {status} with {describe_body(reply.response, reply.body)}"
+                f" ({shape_problem}): the update may or may not have been applied"
+            ),
+            endpoint=ENDPOINT_UPDATE_LISTING,
+            status=status,
+            request_id=request_id,
+            attempts=reply.attempts,
+        )

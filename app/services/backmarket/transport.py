@@ -1,0 +1,279 @@
+"""One request to Back Market, with retries: send it within the budget, judge the answer, retry
+what is safe to retry.
+
+* GETs are retried (exponential backoff, full jitter, `settings.backmarket_max_attempts`) on 429,
+  5xx, 408, timeouts, network errors, HTML answers and Cloudflare challenges. A 2xx HTML page is
+  treated as a Cloudflare interstitial: retried, then `BackMarketUnavailable`.
+* A `Retry-After` (seconds or HTTP date) is honoured. After any 429 the whole client sends nothing
+  until the pause ends (10 s without `Retry-After`). A wait longer than `max_retry_wait_seconds`
+  is not slept through: the call raises `RateLimited` (or `BackMarketUnavailable`) at once, and so
+  does every call made while such a long pause lasts, without sending anything.
+* A request that is not repeatable (the update POST) is retried only when it surely was not
+  processed (429, connect error, Cloudflare challenge). A read timeout, a dropped connection, a
+  5xx or a 2xx HTML page raises `OutcomeUnknown`: it may have been applied.
+* The token is sent only in the `Authorization` header and is scrubbed from every message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from prometheus_client import Counter
+
+from app.config import Settings
+from app.services.backmarket.answers import (
+    Failure,
+    json_or_none,
+    judge_response,
+    judge_transport_error,
+    transport_outcome,
+)
+from app.services.backmarket.budget import CallKind, Clock, PausedTooLong, RequestBudget, Sleep
+from app.services.backmarket.errors import BackMarketError, RateLimited
+
+# The whole client logs under the package's name, so one logger setting covers it.
+logger = logging.getLogger("app.services.backmarket")
+
+REQUESTS_COUNTER = Counter(
+    "backmarket_requests_total",
+    "HTTP requests sent to Back Market, by endpoint template and outcome.",
+    ["endpoint", "outcome"],
+)
+
+
+@dataclass(slots=True)
+class Reply:
+    """A non-HTML 2xx; the caller checks that `body` has the shape the endpoint promises."""
+
+    response: httpx.Response
+    body: Any
+    sent_at: datetime
+    attempts: int
+
+
+def request_target(path: str, params: httpx.QueryParams | None) -> str:
+    """Path and query as a message shows them."""
+    return f"{path}?{params}" if params else path
+
+
+class Transport:
+    """Sends requests for one client: one budget, one pause after a 429, one set of counters."""
+
+    # Cloudflare blocks for 10 s after a 429 and does not always say so.
+    default_rate_limit_pause_seconds: float = 10.0
+    backoff_base_seconds: float = 0.5
+    backoff_cap_seconds: float = 30.0
+    # Longer waits fail the call instead: a sync run or an API request must not hang for minutes.
+    max_retry_wait_seconds: float = 60.0
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        http: httpx.AsyncClient,
+        budget: RequestBudget,
+        max_in_flight: int,
+        clock: Clock,
+        sleep: Sleep,
+    ) -> None:
+        self._settings = settings
+        self._http = http
+        self._budget = budget
+        self._clock = clock
+        self._sleep = sleep
+        self._random = random.Random()
+        # Requests wait here before taking a budget slot, so none then waits for a pooled
+        # connection after its send time was logged.
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._token = (
+            settings.backmarket_token.get_secret_value() if settings.backmarket_token else None
+        ) or None
+        self._stats: dict[str, int] = {}
+        self.requests_total = 0
+
+    def stats(self) -> dict[str, int]:
+        """Requests sent so far, keyed "METHOD /path/template outcome"."""
+        return dict(self._stats)
+
+    def scrub(self, text: str) -> str:
+        """`text` without the token."""
+        return text.replace(self._token, "[token]") if self._token else text
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        endpoint: str,
+        market: str,
+        params: httpx.QueryParams | None = None,
+        json_body: dict[str, int] | None = None,
+        repeatable: bool = True,
+        kind: CallKind = CallKind.LIVE,
+    ) -> Reply:
+        """Send until a non-HTML 2xx comes back, retrying what is safe to retry.
+
+        `repeatable=False` (the update POST) retries only answers that prove the request was
+        not processed.
+        """
+        target = request_target(path, params)
+        max_attempts = self._settings.backmarket_max_attempts
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response, sent_at = await self._send_once(
+                    method,
+                    path,
+                    endpoint=endpoint,
+                    market=market,
+                    params=params,
+                    json_body=json_body,
+                    attempt=attempt,
+                    kind=kind,
+                )
+            except PausedTooLong as paused:
+                raise RateLimited(
+                    f"{method} {target} not sent: the client is paused for another "
+                    f"{paused.remaining:.1f}s after a 429",
+                    endpoint=endpoint,
+                    attempts=attempt - 1,
+                    retry_after=paused.remaining,
+                ) from None
+            except httpx.TransportError as exc:
+                failure = judge_transport_error(
+                    exc, method=method, target=target, repeatable=repeatable, scrub=self.scrub
+                )
+            else:
+                body = json_or_none(response)
+                judged = judge_response(
+                    response,
+                    body,
+                    method=method,
+                    target=target,
+                    repeatable=repeatable,
+                    scrub=self.scrub,
+                )
+                if judged is None:
+                    return Reply(response, body, sent_at, attempt)
+                failure = judged
+
+            if failure.kind is RateLimited:
+                if failure.retry_after is None:
+                    failure.retry_after = self.default_rate_limit_pause_seconds
+                self._budget.pause_until(self._clock() + failure.retry_after)
+
+            wait_too_long = (failure.retry_after or 0.0) > self.max_retry_wait_seconds
+            if not failure.retryable or attempt >= max_attempts or wait_too_long:
+                raise _error(failure, endpoint=endpoint, attempts=attempt)
+
+            delay = self._backoff(attempt)
+            if failure.retry_after is not None and failure.kind is not RateLimited:
+                delay = max(delay, failure.retry_after)
+            logger.warning(
+                "%s [%s]; attempt %d of %d in %.2fs (request id %s)",
+                failure.message,
+                market,
+                attempt + 1,
+                max_attempts,
+                delay,
+                failure.request_id,
+            )
+            # A 429's own pause is waited out in the budget, shared with every other call.
+            await self._sleep(delay)
+
+    def _headers(self, market: str) -> dict[str, str]:
+        headers = {
+            "User-Agent": self._settings.backmarket_user_agent,
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            "Accept-Language": market,
+        }
+        if self._token is not None:
+            headers["Authorization"] = f"Basic {self._token}"
+        return headers
+
+    def _record(self, endpoint: str, outcome: str) -> None:
+        key = f"{endpoint} {outcome}"
+        self._stats[key] = self._stats.get(key, 0) + 1
+        REQUESTS_COUNTER.labels(endpoint=endpoint, outcome=outcome).inc()
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.backoff_cap_seconds, self.backoff_base_seconds * 2 ** (attempt - 1))
+        return self._random.uniform(0.0, ceiling)
+
+    async def _send_once(
+        self,
+        method: str,
+        path: str,
+        *,
+        endpoint: str,
+        market: str,
+        params: httpx.QueryParams | None,
+        json_body: dict[str, int] | None,
+        attempt: int,
+        kind: CallKind,
+    ) -> tuple[httpx.Response, datetime]:
+        target = request_target(path, params)
+        async with self._in_flight:
+            await self._budget.acquire(max_pause=self.max_retry_wait_seconds, kind=kind)
+            sent_at = datetime.now(UTC)
+            started = self._clock()
+            self.requests_total += 1
+            try:
+                response = await self._http.request(
+                    method, path, params=params, json=json_body, headers=self._headers(market)
+                )
+            except httpx.TransportError as exc:
+                outcome = transport_outcome(exc)
+                self._record(endpoint, outcome)
+                logger.debug(
+                    "%s %s [%s] -> %s (%s) after %.3fs, attempt %d",
+                    method,
+                    target,
+                    market,
+                    outcome,
+                    type(exc).__name__,
+                    self._clock() - started,
+                    attempt,
+                )
+                raise
+        self._record(endpoint, str(response.status_code))
+        logger.debug(
+            "%s %s [%s] -> %d in %.3fs, attempt %d",
+            method,
+            target,
+            market,
+            response.status_code,
+            self._clock() - started,
+            attempt,
+        )
+        return response, sent_at
+
+
+def _error(failure: Failure, *, endpoint: str, attempts: int) -> BackMarketError:
+    message = f"{failure.message} (after {attempts} attempt{'s' if attempts != 1 else ''})"
+    if failure.request_id:
+        message += f" [request id {failure.request_id}]"
+    if failure.kind is RateLimited:
+        return RateLimited(
+            message,
+            endpoint=endpoint,
+            status=failure.status,
+            request_id=failure.request_id,
+            attempts=attempts,
+            retry_after=failure.retry_after,
+        )
+    return failure.kind(
+        message,
+        endpoint=endpoint,
+        status=failure.status,
+        request_id=failure.request_id,
+        attempts=attempts,
+    )

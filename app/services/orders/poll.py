@@ -1,0 +1,300 @@
+"""One poll of Back Market's orders feed: which listings sold (or took a sale back) since the
+last poll, re-read from Back Market and written through the one stock writer.
+
+The pattern is an incremental sync with a cursor (Airbyte's DatetimeBasedCursor, dlt's
+`incremental`): a watermark in the database (the newest `date_modification` written), a
+look-back overlap on every read, and a repeat that is harmless because
+
+* order lines already acted on in the same state are skipped (`backmarket_order_lines`), so a
+  poll that finds no new orders costs one call;
+* stock is never decremented from an order line: the listing is read again, so whatever the
+  feed repeats, the database ends at what Back Market holds;
+* the watermark advances in the same transaction that writes the poll's stock, so a crash in
+  the middle repeats the poll instead of skipping it.
+
+Only one poll runs at a time across processes (`stock_sync:orders`, the bulk sync's lock style);
+a replica that finds it held skips its turn.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from prometheus_client import Counter, Gauge
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.db import database_now, transaction
+from app.errors import DomainError
+from app.models import ChangeType, Variation, table_of, utcnow
+from app.services import backmarket as bm
+from app.services import sales
+from app.services.context import ServiceContext
+from app.services.locks import LockBusy
+from app.services.marketplaces import BACKMARKET_MARKETPLACE_ID
+from app.services.orders import status
+from app.services.quantity import add_quantity
+from app.services.stock import StockObservation, write_observations
+
+log = logging.getLogger(__name__)
+
+ORDERS_LOCK = "stock_sync:orders"
+
+variation_table = table_of(Variation)
+
+POLLS = Counter("stock_sync_order_polls_total", "Orders watcher polls, by outcome.", ["outcome"])
+LAST_POLL = Gauge(
+    "stock_sync_order_last_poll_timestamp_seconds",
+    "Unix time of the orders watcher's last poll that read the whole feed.",
+)
+
+
+@dataclass
+class PollOutcome:
+    at: datetime
+    calls: int = 0
+    orders: int = 0
+    new_lines: int = 0
+    listings_refreshed: int = 0
+    compensated_lines: int = 0
+    watermark: datetime | None = None
+    error: str | None = None
+    refreshed_variation_ids: list[int] = field(default_factory=list)
+
+
+async def poll_orders(ctx: ServiceContext, *, overlap: timedelta) -> PollOutcome | None:
+    """Poll once; None when another process is polling right now."""
+    try:
+        async with ctx.locks.hold(ORDERS_LOCK, timeout=0):
+            return await _Poll(ctx, overlap=overlap).run()
+    except LockBusy:
+        log.debug("orders poll skipped: another process is polling")
+        POLLS.labels("skipped_busy").inc()
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    variation_id: int
+    listing_ref: str
+    first_line: bm.OrderLine
+
+
+class _Poll:
+    def __init__(self, ctx: ServiceContext, *, overlap: timedelta) -> None:
+        self.ctx = ctx
+        self.overlap = overlap
+        self.outcome = PollOutcome(at=utcnow())
+
+    async def run(self) -> PollOutcome:
+        row = await status.read_watch(self.ctx.engine)
+        watermark = row.watermark if row is not None else None
+        since = (watermark or self.outcome.at) - self.overlap
+        # Until an order is seen there is no order date to keep; keeping where this read
+        # starts makes a later poll (after a downtime, or after failed polls) start there too,
+        # not at its own clock minus the overlap, which would skip what came in between.
+        anchor = since if watermark is None else None
+        try:
+            lines = await self._read_feed(since)
+            async with transaction(self.ctx.engine) as conn:
+                events = await self._events(conn, lines)
+                targets = await self._targets(conn, events)
+                cutoff = await database_now(conn)
+            listings = await self._read_listings(targets)
+            async with transaction(self.ctx.engine) as conn:
+                await self._write(conn, targets, listings, cutoff=cutoff)
+                await sales.record_lines(conn, events, seen_at=self.outcome.at)
+                await status.save_poll(
+                    conn,
+                    at=self.outcome.at,
+                    calls=self.outcome.calls,
+                    orders=self.outcome.orders,
+                    listings_refreshed=self.outcome.listings_refreshed,
+                    error=None,
+                    watermark=self.outcome.watermark or anchor,
+                )
+        except bm.BackMarketError as exc:
+            if exc.endpoint == bm.ENDPOINT_LIST_ORDERS:
+                # The page that failed was sent too, with its retries.
+                self.outcome.calls += exc.attempts
+            return await self._failed(str(exc), anchor=anchor)
+        LAST_POLL.set(self.outcome.at.timestamp())
+        await self._compensate()
+        POLLS.labels("ok").inc()
+        if events:
+            log.info(
+                "orders poll: %d orders read, %d new line events, %d listings refreshed (%d calls)",
+                self.outcome.orders,
+                len(events),
+                self.outcome.listings_refreshed,
+                self.outcome.calls,
+            )
+        return self.outcome
+
+    async def _read_feed(self, since: datetime) -> list[tuple[bm.OrderLine, datetime | None]]:
+        lines: list[tuple[bm.OrderLine, datetime | None]] = []
+        newest = None
+        async for page in self.ctx.backmarket.iter_order_pages(
+            modified_since=since, kind=bm.CallKind.WATCHER
+        ):
+            self.outcome.calls += page.requests
+            for order in page.orders:
+                self.outcome.orders += 1
+                if order.modified_at is not None and (newest is None or order.modified_at > newest):
+                    newest = order.modified_at
+                lines.extend((line, order.modified_at) for line in order.lines)
+        self.outcome.watermark = newest
+        return lines
+
+    async def _events(
+        self,
+        conn: AsyncConnection,
+        lines: list[tuple[bm.OrderLine, datetime | None]],
+    ) -> list[sales.LineEvent]:
+        fresh = await sales.new_events(conn, lines)
+        variations = await sales.variations_of_lines(conn, [line for line, _ in fresh])
+        self.outcome.new_lines = len(fresh)
+        return [
+            sales.LineEvent(
+                line=line, order_modified_at=modified, variation_id=variations.get(line.id)
+            )
+            for line, modified in fresh
+        ]
+
+    async def _targets(
+        self, conn: AsyncConnection, events: Sequence[sales.LineEvent]
+    ) -> list[_Target]:
+        """One listing read per variation, however many of its lines the poll brought."""
+        first: dict[int, sales.LineEvent] = {}
+        for event in events:
+            if event.variation_id is not None:
+                first.setdefault(event.variation_id, event)
+        if not first:
+            return []
+        rows = await conn.execute(
+            sa.select(
+                variation_table.c.id,
+                variation_table.c.reference_id,
+                variation_table.c.reference_uuid,
+            ).where(variation_table.c.id.in_(sorted(first)))
+        )
+        targets = []
+        for variation_id, reference_id, reference_uuid in rows:
+            line = first[variation_id].line
+            ref = (reference_uuid or "").strip() or (reference_id or "").strip()
+            if not ref and line.listing_id is not None:
+                ref = str(line.listing_id)
+            if ref:
+                targets.append(_Target(variation_id=variation_id, listing_ref=ref, first_line=line))
+        return targets
+
+    async def _read_listings(self, targets: Sequence[_Target]) -> dict[int, bm.Listing]:
+        listings: dict[int, bm.Listing] = {}
+        for target in targets:
+            self.outcome.calls += 1
+            try:
+                listings[target.variation_id] = await self.ctx.backmarket.get_listing(
+                    target.listing_ref, kind=bm.CallKind.WATCHER
+                )
+            except bm.ListingNotFound:
+                # Deleted or no longer the seller's: nothing to refresh, the sale stays recorded.
+                log.warning("orders poll: listing %s not found on Back Market", target.listing_ref)
+        return listings
+
+    async def _write(
+        self,
+        conn: AsyncConnection,
+        targets: Sequence[_Target],
+        listings: dict[int, bm.Listing],
+        *,
+        cutoff: datetime,
+    ) -> None:
+        observations = [
+            StockObservation(
+                variation_id=target.variation_id,
+                quantity=listings[target.variation_id].quantity,
+                sku=listings[target.variation_id].sku,
+                publication_state=listings[target.variation_id].publication_state,
+                # A change written after the reads were sent may be newer than what they saw.
+                not_changed_since=cutoff,
+                order_id=target.first_line.order_id,
+                order_item_id=target.first_line.id,
+            )
+            for target in targets
+            if target.variation_id in listings
+        ]
+        await write_observations(
+            conn,
+            marketplace_id=BACKMARKET_MARKETPLACE_ID,
+            observations=observations,
+            change_type=ChangeType.ORDER_SYNC,
+        )
+        self.outcome.listings_refreshed = len(observations)
+        self.outcome.refreshed_variation_ids = [obs.variation_id for obs in observations]
+
+    async def _compensate(self) -> None:
+        """Subtract the sales that an addition in flight overwrote and Back Market showed late."""
+        async with transaction(self.ctx.engine) as conn:
+            pending = await sales.inside_additions(conn)
+        by_variation: dict[int, list[sales.LineEvent]] = {}
+        for event in pending:
+            if event.variation_id is not None:
+                by_variation.setdefault(event.variation_id, []).append(event)
+        for variation_id, events in by_variation.items():
+            async with transaction(self.ctx.engine) as conn:
+                claimed = await sales.claim_for_compensation(
+                    conn, events, by="order_sync", at=utcnow()
+                )
+            if not claimed:
+                continue
+            units = sum(event.line.quantity for event in claimed)
+            key = "order-sync:" + ",".join(str(event.line.id) for event in claimed)
+            try:
+                await add_quantity(
+                    self.ctx,
+                    variation_id=variation_id,
+                    quantity=-units,
+                    idempotency_key=key[:255],
+                    floor_at_zero=True,
+                )
+            except DomainError as exc:
+                async with transaction(self.ctx.engine) as conn:
+                    await sales.release_claims(conn, [event.line.id for event in claimed])
+                log.warning(
+                    "orders poll: could not subtract %d unit(s) sold during an addition to "
+                    "variation %d (tried again next poll): %s",
+                    units,
+                    variation_id,
+                    exc.detail,
+                )
+                continue
+            self.outcome.compensated_lines += len(claimed)
+            log.warning(
+                "orders poll: subtracted %d unit(s) of variation %d sold during an addition "
+                "and shown by Back Market only later (order lines %s)",
+                units,
+                variation_id,
+                [event.line.id for event in claimed],
+            )
+
+    async def _failed(self, error: str, *, anchor: datetime | None) -> PollOutcome:
+        """Nothing of this poll is kept but the error (and, before any order was seen, where
+        its read started): the next poll reads the same orders."""
+        self.outcome.error = error
+        self.outcome.watermark = None
+        POLLS.labels("error").inc()
+        log.warning("orders poll failed (retried next poll): %s", error)
+        async with transaction(self.ctx.engine) as conn:
+            await status.save_poll(
+                conn,
+                at=self.outcome.at,
+                calls=self.outcome.calls,
+                orders=self.outcome.orders,
+                listings_refreshed=0,
+                error=error,
+                watermark=anchor,
+            )
+        return self.outcome

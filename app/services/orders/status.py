@@ -1,0 +1,87 @@
+"""The watcher's state in the database: its watermark and its last poll, shared by every process."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.models import OrderWatch, as_utc, table_of
+
+watch_table = table_of(OrderWatch)
+
+FEED = "backmarket"
+
+
+class LastPoll(BaseModel):
+    at: datetime | None
+    calls: int
+    orders: int
+    listings_refreshed: int
+    error: str | None
+
+
+class WatcherStatus(BaseModel):
+    """What `GET /sync/orders` answers."""
+
+    enabled: bool
+    interval_seconds: int
+    overlap_seconds: int
+    # Back Market's newest `date_modification` whose orders are all written (UTC); before the
+    # first order, where the first poll read from. The next poll reads from it minus the overlap.
+    watermark: datetime | None
+    last_poll: LastPoll | None
+    # Seconds since the last poll that read the feed to the end (None before the first).
+    lag_seconds: float | None = None
+
+
+async def read_watch(engine: AsyncEngine) -> sa.Row[tuple[object, ...]] | None:
+    async with engine.connect() as conn:
+        row = (await conn.execute(sa.select(watch_table).where(watch_table.c.feed == FEED))).first()
+        await conn.rollback()
+    return row
+
+
+def last_poll_of(row: sa.Row[tuple[object, ...]] | None) -> LastPoll | None:
+    if row is None or row.last_poll_at is None:
+        return None
+    return LastPoll(
+        at=as_utc(row.last_poll_at),
+        calls=row.last_poll_calls,
+        orders=row.last_poll_orders,
+        listings_refreshed=row.last_poll_listings,
+        error=row.last_poll_error,
+    )
+
+
+async def save_poll(
+    conn: AsyncConnection,
+    *,
+    at: datetime,
+    calls: int,
+    orders: int,
+    listings_refreshed: int,
+    error: str | None,
+    watermark: datetime | None = None,
+) -> None:
+    """Record a poll; the watermark only moves forward, and only when one is given."""
+    values: dict[str, object] = {
+        "last_poll_at": at,
+        "last_poll_calls": calls,
+        "last_poll_orders": orders,
+        "last_poll_listings": listings_refreshed,
+        "last_poll_error": error,
+        "updated_at": at,
+    }
+    # One watcher at a time holds the orders lock, so reading then writing is safe here.
+    current = (
+        await conn.execute(sa.select(watch_table.c.watermark).where(watch_table.c.feed == FEED))
+    ).first()
+    if current is None:
+        await conn.execute(sa.insert(watch_table).values(feed=FEED, watermark=watermark, **values))
+        return
+    if watermark is not None and (current.watermark is None or watermark > current.watermark):
+        values["watermark"] = watermark
+    await conn.execute(sa.update(watch_table).where(watch_table.c.feed == FEED).values(**values))

@@ -1,0 +1,241 @@
+"""Sales that an addition may have undone: the order lines acted on, and additions' windows.
+
+Shared by the orders watcher and add-quantity, so that a repeated poll is harmless and each
+sale overwritten by an addition is subtracted again exactly once, by whichever sees it first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.models import OrderLineSeen, StockAddition, Variation, table_of
+from app.services.backmarket import OrderLine
+
+line_table = table_of(OrderLineSeen)
+addition_table = table_of(StockAddition)
+variation_table = table_of(Variation)
+
+# Back Market's clock and ours differ, and an order's `date_creation` may be stamped a little
+# before or after Back Market lowered the quantity. A sale this close to an addition's read or
+# write counts as inside it: subtracting an unsold unit costs less than overselling one.
+SALE_WINDOW_MARGIN = timedelta(seconds=2)
+# Additions older than this no longer matter: a hidden order shows within minutes.
+KEEP_ADDITIONS_FOR = timedelta(days=2)
+
+
+@dataclass(frozen=True, slots=True)
+class LineEvent:
+    """An order line seen for the first time, or seen again in another state."""
+
+    line: OrderLine
+    order_modified_at: datetime | None
+    variation_id: int | None
+
+
+async def variations_of_lines(conn: AsyncConnection, lines: Sequence[OrderLine]) -> dict[int, int]:
+    """line id -> variation id: by `listing_id` = `variation.reference_id`, else SKU = `sku`."""
+    listing_ids = sorted({str(line.listing_id) for line in lines if line.listing_id is not None})
+    skus = sorted({line.sku for line in lines if line.sku})
+    by_listing: dict[str, int] = {}
+    by_sku: dict[str, int] = {}
+    if listing_ids:
+        rows = await conn.execute(
+            sa.select(variation_table.c.id, variation_table.c.reference_id)
+            .where(variation_table.c.reference_id.in_(listing_ids))
+            .order_by(variation_table.c.id)
+        )
+        for variation_id, reference_id in rows:
+            by_listing.setdefault(str(reference_id).strip(), variation_id)
+    if skus:
+        rows = await conn.execute(
+            sa.select(variation_table.c.id, variation_table.c.sku)
+            .where(variation_table.c.sku.in_(skus))
+            .order_by(variation_table.c.id)
+        )
+        for variation_id, sku in rows:
+            by_sku.setdefault(str(sku), variation_id)
+    found: dict[int, int] = {}
+    for line in lines:
+        variation_id = None
+        if line.listing_id is not None:
+            variation_id = by_listing.get(str(line.listing_id))
+        if variation_id is None and line.sku:
+            variation_id = by_sku.get(line.sku)
+        if variation_id is not None:
+            found[line.id] = variation_id
+    return found
+
+
+async def new_events(
+    conn: AsyncConnection, lines: Sequence[tuple[OrderLine, datetime | None]]
+) -> list[tuple[OrderLine, datetime | None]]:
+    """The lines not recorded yet, or recorded in another state (a cancellation, a refund)."""
+    if not lines:
+        return []
+    known: dict[int, int] = {}
+    ids = sorted({line.id for line, _ in lines})
+    for start in range(0, len(ids), 1000):
+        rows = await conn.execute(
+            sa.select(line_table.c.line_id, line_table.c.state).where(
+                line_table.c.line_id.in_(ids[start : start + 1000])
+            )
+        )
+        known.update({line_id: state for line_id, state in rows})
+    events: dict[int, tuple[OrderLine, datetime | None]] = {}
+    for line, modified_at in lines:
+        if known.get(line.id) != line.state:
+            events[line.id] = (line, modified_at)
+    return list(events.values())
+
+
+async def record_lines(
+    conn: AsyncConnection,
+    events: Sequence[LineEvent],
+    *,
+    seen_at: datetime,
+) -> None:
+    """Insert new lines and update the state of known ones; compensation marks are kept."""
+    if not events:
+        return
+    ids = [event.line.id for event in events]
+    existing = set(
+        (
+            await conn.execute(sa.select(line_table.c.line_id).where(line_table.c.line_id.in_(ids)))
+        ).scalars()
+    )
+    inserts = [_row(event, seen_at=seen_at) for event in events if event.line.id not in existing]
+    if inserts:
+        await conn.execute(sa.insert(line_table), inserts)
+    for event in events:
+        if event.line.id in existing:
+            await conn.execute(
+                sa.update(line_table)
+                .where(line_table.c.line_id == event.line.id)
+                .values(
+                    state=event.line.state,
+                    order_modified_at=event.order_modified_at,
+                    variation_id=sa.func.coalesce(line_table.c.variation_id, event.variation_id),
+                )
+            )
+
+
+def _row(event: LineEvent, *, seen_at: datetime) -> dict[str, object]:
+    line = event.line
+    return {
+        "line_id": line.id,
+        "order_id": line.order_id,
+        "listing_id": line.listing_id,
+        "sku": line.sku,
+        "variation_id": event.variation_id,
+        "quantity": line.quantity,
+        "state": line.state,
+        "created_at": line.created_at,
+        "order_modified_at": event.order_modified_at,
+        "seen_at": seen_at,
+    }
+
+
+async def claim_for_compensation(
+    conn: AsyncConnection,
+    events: Sequence[LineEvent],
+    *,
+    by: str,
+    at: datetime,
+) -> list[LineEvent]:
+    """Record the lines and mark those not compensated yet as compensated `by`; return those.
+
+    The conditional UPDATE is what makes a line's units subtracted at most once, whichever of
+    add-quantity and the watcher gets there first.
+    """
+    await record_lines(conn, events, seen_at=at)
+    claimed: list[LineEvent] = []
+    for event in events:
+        result = await conn.execute(
+            sa.update(line_table)
+            .where(line_table.c.line_id == event.line.id, line_table.c.compensated_at.is_(None))
+            .values(compensated_at=at, compensated_by=by)
+        )
+        if result.rowcount == 1:
+            claimed.append(event)
+    return claimed
+
+
+async def release_claims(conn: AsyncConnection, line_ids: Sequence[int]) -> None:
+    """The subtraction was not sent: the lines wait for the next chance."""
+    if line_ids:
+        await conn.execute(
+            sa.update(line_table)
+            .where(line_table.c.line_id.in_(list(line_ids)))
+            .values(compensated_at=None, compensated_by=None)
+        )
+
+
+async def record_addition(
+    conn: AsyncConnection,
+    *,
+    variation_id: int,
+    marketplace_id: int,
+    listing_ref: str,
+    read_sent_at: datetime,
+    answered_at: datetime,
+    added: int,
+    idempotency_key: str | None,
+) -> None:
+    """Keep the addition's window so the watcher can subtract a sale Back Market shows later."""
+    await conn.execute(
+        sa.insert(addition_table).values(
+            variation_id=variation_id,
+            marketplace_id=marketplace_id,
+            listing_ref=listing_ref,
+            window_start=read_sent_at - SALE_WINDOW_MARGIN,
+            window_end=answered_at + SALE_WINDOW_MARGIN,
+            added=added,
+            idempotency_key=idempotency_key,
+        )
+    )
+    await conn.execute(
+        sa.delete(addition_table).where(
+            addition_table.c.window_end < answered_at - KEEP_ADDITIONS_FOR
+        )
+    )
+
+
+async def inside_additions(conn: AsyncConnection) -> list[LineEvent]:
+    """Order lines not compensated yet that were created inside an addition's window of their
+    variation: the addition's write may have undone their sale. Asked on every poll, so a
+    subtraction that failed is tried again."""
+    rows = (
+        await conn.execute(
+            sa.select(line_table)
+            .where(
+                line_table.c.compensated_at.is_(None),
+                sa.exists().where(
+                    addition_table.c.variation_id == line_table.c.variation_id,
+                    addition_table.c.window_start <= line_table.c.created_at,
+                    addition_table.c.window_end >= line_table.c.created_at,
+                ),
+            )
+            .order_by(line_table.c.line_id)
+        )
+    ).all()
+    return [
+        LineEvent(
+            line=OrderLine(
+                id=row.line_id,
+                order_id=row.order_id,
+                listing_id=row.listing_id,
+                sku=row.sku,
+                quantity=row.quantity,
+                state=row.state,
+                created_at=row.created_at,
+            ),
+            order_modified_at=row.order_modified_at,
+            variation_id=row.variation_id,
+        )
+        for row in rows
+    ]

@@ -1,0 +1,153 @@
+"""A run's end: its status, summary and final record, its metrics and its progress reports.
+
+Status: `completed` when every market was read completely; `partial` when some page or market
+still failed after the client's retries (what was read is applied, `not_found` is not computed,
+nothing is inferred from what was not read); `failed` when nothing could be read, the run
+crashed, lost its lock or was interrupted by shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from prometheus_client import Counter, Histogram
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db import transaction
+from app.models import RunStatus
+from app.services.sync import runs
+from app.services.sync.matching import VariationIdSet, variation_table
+from app.services.sync.runs import Run
+
+log = logging.getLogger(__name__)
+
+RUNS_TOTAL = Counter(
+    "stock_sync_bulk_runs_total",
+    "Bulk stock sync runs finished, by trigger and final status.",
+    ["trigger", "status"],
+)
+RUN_DURATION = Histogram(
+    "stock_sync_bulk_run_duration_seconds",
+    "Duration of finished bulk stock sync runs, by final status.",
+    ["status"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600),
+)
+
+ProgressCallback = Callable[[Run], None]
+
+
+@dataclass(slots=True)
+class RunState:
+    """What the parts of one run share: the run as it stands and what it has matched so far."""
+
+    run: Run
+    markets: list[str]
+    import_unknown: bool
+    matched_variations: VariationIdSet = field(default_factory=VariationIdSet)
+    started: float = field(default_factory=time.monotonic)
+
+
+class RunRecorder:
+    """Reports progress, and records the run's end once, whichever way it ends."""
+
+    def __init__(
+        self, state: RunState, *, engine: AsyncEngine, progress: ProgressCallback | None
+    ) -> None:
+        self.state = state
+        self.engine = engine
+        self.progress = progress
+
+    async def finish(self) -> None:
+        run = self.state.run
+        statuses = [run.markets[market]["status"] for market in self.state.markets]
+        if all(status == "completed" for status in statuses):
+            run.status = RunStatus.COMPLETED.value
+            run.not_found = await self._count_not_found()
+        elif run.pages_fetched > 0:
+            run.status = RunStatus.PARTIAL.value
+        else:
+            run.status = RunStatus.FAILED.value
+        run.summary = self._summary()
+        await self._save_final()
+
+    async def fail(self, error: dict[str, Any], *, summary: str) -> None:
+        run = self.state.run
+        run.status = RunStatus.FAILED.value
+        run.add_error(error)
+        for market in self.state.markets:
+            if run.markets[market]["status"] in ("pending", "running"):
+                run.markets[market]["status"] = "failed"
+        run.summary = f"failed: {summary}"
+        try:
+            await self._save_final()
+        except Exception:
+            # The row stays `running`; the next start closes it once the lock is free.
+            log.exception("could not record the end of bulk sync run %d", run.id)
+
+    def report(self) -> None:
+        if self.progress is None:
+            return
+        try:
+            self.progress(self.state.run.model_copy(deep=True))
+        except Exception:
+            # A broken progress display must not break the sync.
+            log.exception("bulk sync progress callback failed")
+
+    async def _count_not_found(self) -> int:
+        """Variations with a Back Market reference that no listing of the complete feed matched.
+
+        Counted, never changed: absence from a feed is not evidence of zero stock.
+        """
+        has_reference = sa.or_(
+            sa.and_(
+                variation_table.c.reference_id.is_not(None), variation_table.c.reference_id != ""
+            ),
+            sa.and_(
+                variation_table.c.reference_uuid.is_not(None),
+                variation_table.c.reference_uuid != "",
+            ),
+        )
+        async with self.engine.connect() as conn:
+            referenced = (
+                await conn.execute(
+                    sa.select(sa.func.count()).select_from(variation_table).where(has_reference)
+                )
+            ).scalar_one()
+            await conn.rollback()
+        return max(0, int(referenced) - len(self.state.matched_variations))
+
+    def _summary(self) -> str:
+        run = self.state.run
+        text = (
+            f"{run.status}: {run.listings_seen} listings read in {run.pages_fetched} of "
+            f"{run.pages_expected} pages ({run.api_calls} calls); {run.matched} matched, "
+            f"{run.updated} updated, {run.unchanged} unchanged, {run.skipped_newer} skipped as "
+            f"newer, {run.unknown_listings} unknown"
+        )
+        if self.state.import_unknown:
+            text += f", {run.imported} {'to import' if run.dry_run else 'imported'}"
+        if run.status == RunStatus.COMPLETED.value:
+            text += f", {run.not_found} variations not in the feed (left untouched)"
+        else:
+            unread = [m for m in self.state.markets if run.markets[m]["status"] != "completed"]
+            text += f"; not read completely: {', '.join(unread)} (not_found not computed)"
+        if run.dry_run:
+            text += " [dry run: no stock written]"
+        return text
+
+    async def _save_final(self) -> None:
+        run = self.state.run
+        run.finished_at = datetime.now(UTC)
+        run.duration_seconds = round(time.monotonic() - self.state.started, 3)
+        async with transaction(self.engine) as conn:
+            await runs.save_run(conn, run=run)
+        RUNS_TOTAL.labels(run.trigger, run.status).inc()
+        RUN_DURATION.labels(run.status).observe(run.duration_seconds)
+        log.info("bulk sync run %d %s", run.id, run.summary)
+        self.report()

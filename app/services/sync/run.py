@@ -1,0 +1,166 @@
+"""The bulk stock sync: read every listing of each configured market, write the stock it holds.
+
+How a run goes: the marketplace's lock is taken (`stale`: a second trigger gets Conflict, 409,
+naming the running run), the run is recorded, the database clock is measured (`clock`), the
+markets' pages are read into batches (`intake`), each batch is matched and written by the one
+writer (`batch`, `matching`), and the end is recorded (`record`). Memory holds a batch, a few
+queued pages and one bit per matched variation id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack, aclosing
+from datetime import timedelta
+
+from app.db import transaction
+from app.services.context import ServiceContext
+from app.services.locks import HeldLock, LockBusy, LockLost
+from app.services.marketplaces import check_marketplace, marketplace_name
+from app.services.sync import runs
+from app.services.sync.batch import BatchWriter
+from app.services.sync.clock import SNAPSHOT_SAFETY_MARGIN, measure_snapshot_clock
+from app.services.sync.intake import QUEUE_PAGES, PageIntake, PageQueue, fetch_market
+from app.services.sync.options import SyncOptions
+from app.services.sync.record import ProgressCallback, RunRecorder, RunState
+from app.services.sync.runs import Run
+from app.services.sync.stale import bulk_lock_name, busy_conflict, close_dead_runs
+
+log = logging.getLogger(__name__)
+
+
+async def check_syncable(ctx: ServiceContext, *, marketplace_id: int) -> None:
+    """InvalidRequest (422) unless the marketplace exists and has Back Market to sync from."""
+    async with ctx.engine.connect() as conn:
+        name = await marketplace_name(conn, marketplace_id)
+    check_marketplace(name, marketplace_id, live="synced")
+
+
+async def run_bulk_sync(
+    ctx: ServiceContext,
+    # Frozen, so the one default instance can be shared by every call.
+    options: SyncOptions = SyncOptions(),  # noqa: B008
+    *,
+    progress: ProgressCallback | None = None,
+    on_started: ProgressCallback | None = None,
+    snapshot_margin: timedelta = SNAPSHOT_SAFETY_MARGIN,
+) -> Run:
+    """Take the marketplace's lock, record a run, sync, and return the finished run.
+
+    Raises InvalidRequest for a marketplace without Back Market, Conflict when a run of the
+    marketplace is going on in any process. Anything that goes wrong once the run is recorded
+    ends in a `failed` run (returned, or, on cancellation, recorded and re-raised).
+    `on_started` is called once the run row exists and the lock is held; `progress` after each
+    batch and at the end. Both get a copy of the run.
+    """
+    marketplace_id = options.marketplace_id
+    await check_syncable(ctx, marketplace_id=marketplace_id)
+    markets = list(ctx.settings.backmarket_markets)
+    async with AsyncExitStack() as stack:
+        try:
+            held = await stack.enter_async_context(
+                ctx.locks.hold(bulk_lock_name(marketplace_id), timeout=0)
+            )
+        except LockBusy:
+            raise await busy_conflict(ctx.engine, marketplace_id=marketplace_id) from None
+        async with transaction(ctx.engine) as conn:
+            await close_dead_runs(conn, engine=ctx.engine, marketplace_id=marketplace_id)
+            run = await runs.create_run(
+                conn,
+                marketplace_id=marketplace_id,
+                trigger=options.trigger,
+                dry_run=options.dry_run,
+                markets=markets,
+            )
+        log.info(
+            "bulk sync run %d started (%s, marketplace %d, markets %s%s)",
+            run.id,
+            options.trigger.value,
+            marketplace_id,
+            ",".join(markets),
+            ", dry run" if options.dry_run else "",
+        )
+        if on_started is not None:
+            on_started(run.model_copy(deep=True))
+        state = RunState(run=run, markets=markets, import_unknown=options.import_unknown)
+        sync = _BulkSync(
+            ctx, state=state, held=held, progress=progress, snapshot_margin=snapshot_margin
+        )
+        return await sync.execute()
+    raise AssertionError("unreachable")  # pragma: no cover - keeps mypy sure of the return
+
+
+class _BulkSync:
+    """One run from its start to its recorded end: many page fetchers, one writer."""
+
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        *,
+        state: RunState,
+        held: HeldLock,
+        progress: ProgressCallback | None,
+        snapshot_margin: timedelta,
+    ) -> None:
+        self.ctx = ctx
+        self.state = state
+        self.snapshot_margin = snapshot_margin
+        self.recorder = RunRecorder(state, engine=ctx.engine, progress=progress)
+        self.writer = BatchWriter(state, engine=ctx.engine, held=held, recorder=self.recorder)
+
+    async def execute(self) -> Run:
+        fetchers: list[asyncio.Task[None]] = []
+        try:
+            clock = await measure_snapshot_clock(self.ctx.engine, margin=self.snapshot_margin)
+            intake = PageIntake(
+                self.state.run,
+                markets=self.state.markets,
+                clock=clock,
+                batch_size=self.ctx.settings.sync_batch_size,
+            )
+            queue: PageQueue = asyncio.Queue(maxsize=QUEUE_PAGES)
+            fetchers = [
+                asyncio.create_task(
+                    fetch_market(self.ctx.backmarket, market, queue), name=f"bulk-sync-{market}"
+                )
+                for market in self.state.markets
+            ]
+            async with aclosing(intake.batches(queue)) as batches:
+                async for batch in batches:
+                    await self.writer.write(batch)
+            await self.recorder.finish()
+        except asyncio.CancelledError:
+            await _stop_tasks(fetchers)
+            await self.recorder.fail(
+                {"kind": "interrupted", "message": "the run was interrupted (service shutdown)"},
+                summary="interrupted by shutdown before it finished",
+            )
+            raise
+        except LockLost:
+            await _stop_tasks(fetchers)
+            await self.recorder.fail(
+                {
+                    "kind": "lock_lost",
+                    "message": "the database connection holding the bulk-sync lock was lost; "
+                    "stopped so that two runs cannot overlap",
+                },
+                summary="stopped: lost the bulk-sync lock",
+            )
+        except Exception as exc:
+            log.exception("bulk sync run %d crashed", self.state.run.id)
+            await _stop_tasks(fetchers)
+            await self.recorder.fail(
+                {"kind": "crash", "message": f"{type(exc).__name__}: {exc}"},
+                summary=f"crashed: {type(exc).__name__}",
+            )
+        finally:
+            await _stop_tasks(fetchers)
+        return self.state.run.model_copy(deep=True)
+
+
+async def _stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
