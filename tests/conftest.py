@@ -37,6 +37,9 @@ DATA_TABLES = (
     "stock_sync_logs",
     "idempotency_keys",
     "backmarket_listing_updates",
+    "backmarket_order_lines",
+    "backmarket_stock_additions",
+    "backmarket_order_watch",
     "variation",
     "marketplace",
 )

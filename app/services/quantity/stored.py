@@ -124,6 +124,23 @@ async def read_stored(
         check_marketplace(name, marketplace_id, live=live_work)
         raise NotFound(f"variation {variation_id} not found")
     check_marketplace(row.marketplace_name, marketplace_id, live=live_work)
+    return _stored_of(
+        row,
+        variation_id=variation_id,
+        marketplace_id=marketplace_id,
+        other_listed_stock=int(row.other_listed_stock) if for_refresh else 0,
+        read_at=row.read_at if for_refresh or with_clock else None,
+    )
+
+
+def _stored_of(
+    row: Any,
+    *,
+    variation_id: int,
+    marketplace_id: int,
+    read_at: datetime | None,
+    other_listed_stock: int = 0,
+) -> StoredStock:
     return StoredStock(
         variation=VariationRef(
             id=variation_id, reference_id=row.reference_id, reference_uuid=row.reference_uuid
@@ -136,8 +153,8 @@ async def read_stored(
         locked_stock=row.locked_stock,
         available_stock=row.available_stock,
         last_synced_at=row.last_synced_at,
-        other_listed_stock=int(row.other_listed_stock) if for_refresh else 0,
-        read_at=row.read_at if for_refresh or with_clock else None,
+        other_listed_stock=other_listed_stock,
+        read_at=read_at,
     )
 
 
@@ -159,20 +176,7 @@ async def read_stored_many(
     name = rows[0].marketplace_name if rows else await marketplace_name(conn, marketplace_id)
     check_marketplace(name, marketplace_id, live=None)
     return [
-        StoredStock(
-            variation=VariationRef(
-                id=row.id, reference_id=row.reference_id, reference_uuid=row.reference_uuid
-            ),
-            marketplace_id=marketplace_id,
-            sku=row.sku,
-            state=row.state,
-            variation_listed_stock=row.variation_listed_stock or 0,
-            listed_stock=row.listed_stock,
-            locked_stock=row.locked_stock,
-            available_stock=row.available_stock,
-            last_synced_at=row.last_synced_at,
-            read_at=row.read_at,
-        )
+        _stored_of(row, variation_id=row.id, marketplace_id=marketplace_id, read_at=row.read_at)
         for row in rows
     ]
 
