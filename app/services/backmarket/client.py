@@ -26,7 +26,7 @@ import httpx
 
 from app.config import Settings
 from app.services.backmarket.answers import describe_body, request_id_of
-from app.services.backmarket.budget import CallKind, Clock, RequestBudget, Sleep
+from app.services.backmarket.budget import BudgetSnapshot, CallKind, Clock, RequestBudget, Sleep
 from app.services.backmarket.errors import BackMarketError, BadResponse, OutcomeUnknown
 from app.services.backmarket.listing import (
     ENDPOINT_GET_LISTING,
@@ -164,6 +164,10 @@ class BackMarketClient:
     def stats(self) -> dict[str, int]:
         """Requests sent so far, keyed "METHOD /path/template outcome"."""
         return self._transport.stats()
+
+    def budget_snapshot(self) -> BudgetSnapshot:
+        """The request budget now: sends in the current window, the reserve, waiters by kind."""
+        return self._budget.snapshot()
 
     def paused_for(self) -> float:
         """Seconds left of the client-wide pause that followed a 429 (0 when not paused)."""
