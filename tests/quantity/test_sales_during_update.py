@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.services import backmarket as bm
 from app.services import sales
+from app.services.orders import poll as poll_module
 from app.services.quantity import add_quantity
 from app.services.quantity.sold_during import ListingIdentity
 from tests.quantity.support import (
@@ -160,6 +161,35 @@ async def test_a_hidden_sale_is_subtracted_once_by_the_watcher_when_back_market_
     assert second.compensated_lines == 0
     assert len(update_calls(service.simulator)) == updates
     assert service.simulator.quantity_of(listing.id) == START_QUANTITY - 1 + 3
+
+
+async def test_a_watcher_subtraction_that_fails_gives_its_claims_back_for_the_next_poll(
+    service: Any, listing: LinkedListing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sales, "SALE_WINDOW_MARGIN", timedelta(seconds=60))
+    placed: list[Any] = []
+    response = await add_while_selling(
+        service,
+        listing,
+        3,
+        sell=lambda: placed.append(service.simulator.place_order(listing.id, hidden=True)),
+    )
+    assert response.status_code == 200
+    service.simulator.pay_order(placed[0].order_id)
+    watcher = service.app.state.container.watcher
+
+    async def database_gone(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("database connection lost")
+
+    monkeypatch.setattr(poll_module, "add_quantity", database_gone)
+    failed = await watcher.poll()
+    monkeypatch.setattr(poll_module, "add_quantity", add_quantity)
+    retried = await watcher.poll()
+
+    assert failed.compensated_lines == 0
+    assert service.simulator.quantity_of(listing.id) == START_QUANTITY - 1 + 3
+    assert retried.compensated_lines == 1
+    assert await listed_stock(service, listing) == START_QUANTITY - 1 + 3
 
 
 async def test_a_sale_before_the_read_is_not_subtracted(

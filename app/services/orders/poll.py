@@ -260,7 +260,10 @@ class _Poll:
                     idempotency_key=key[:255],
                     floor_at_zero=True,
                 )
-            except DomainError as exc:
+            except Exception as exc:
+                # Whatever failed (Back Market, the database), the claims go back so the next
+                # poll tries again under the same idempotency key: a subtraction that did land
+                # is then replayed, not sent twice.
                 async with transaction(self.ctx.engine) as conn:
                     await sales.release_claims(conn, [event.line.id for event in claimed])
                 log.warning(
@@ -268,7 +271,7 @@ class _Poll:
                     "variation %d (tried again next poll): %s",
                     units,
                     variation_id,
-                    exc.detail,
+                    exc.detail if isinstance(exc, DomainError) else repr(exc),
                 )
                 continue
             self.outcome.compensated_lines += len(claimed)
