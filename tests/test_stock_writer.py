@@ -67,3 +67,39 @@ async def test_more_observations_than_one_chunk_are_all_written_with_the_invaria
     )
     assert await count(engine, "SELECT COUNT(*) FROM variation WHERE state = 2") == ROWS
     assert await count(engine, "SELECT listed_stock FROM variation WHERE id = 1") == 5 + 1
+
+
+async def test_filling_an_empty_last_api_quantity_alone_writes_no_history_row(
+    engine: AsyncEngine,
+) -> None:
+    # The seed database's rows: stock known, last_api_quantity never filled.
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text("INSERT INTO variation (id, listed_stock) VALUES (:id, :stock)"),
+            [{"id": 1, "stock": 4}, {"id": 2, "stock": 4}],
+        )
+        await conn.execute(
+            sa.text(
+                "INSERT INTO marketplace_stock (variation_id, marketplace_id, listed_stock, "
+                "locked_stock, available_stock, last_api_quantity) "
+                "VALUES (1, 1, 4, 1, 3, NULL), (2, 1, 4, 1, 3, NULL)"
+            )
+        )
+    observations = [
+        StockObservation(variation_id=1, quantity=4, sku="SKU-1", publication_state=2),
+        StockObservation(variation_id=2, quantity=6, sku="SKU-2", publication_state=2),
+    ]
+
+    async with transaction(engine) as conn:
+        await write_observations(
+            conn, marketplace_id=1, observations=observations, change_type=ChangeType.BULK_SYNC
+        )
+
+    assert (
+        await count(
+            engine, "SELECT COUNT(*) FROM marketplace_stock WHERE last_api_quantity IS NULL"
+        )
+        == 0
+    )
+    assert await count(engine, "SELECT COUNT(*) FROM marketplace_stock_history") == 1
+    assert await count(engine, "SELECT variation_id FROM marketplace_stock_history") == 2
