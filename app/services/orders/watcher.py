@@ -16,6 +16,7 @@ from app.services.orders.poll import PollOutcome, poll_orders
 log = logging.getLogger(__name__)
 
 JOB_ID = "stock_sync:orders:watch"
+SHUTDOWN_GRACE_SECONDS = 5.0
 
 
 class OrdersWatcher:
@@ -55,8 +56,12 @@ class OrdersWatcher:
         self._stopping = True
         running = self._scheduled
         if running is not None and not running.done():
-            running.cancel()
-            await asyncio.wait([running])
+            # A poll is a few calls long: let it finish first. Cancelling one in the middle of a
+            # query can leave aiosqlite's worker thread waiting on a result nobody reads.
+            await asyncio.wait([running], timeout=SHUTDOWN_GRACE_SECONDS)
+            if not running.done():
+                running.cancel()
+                await asyncio.wait([running])
         self._scheduled = None
 
     def schedule(self, scheduler: AsyncIOScheduler) -> None:
