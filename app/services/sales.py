@@ -198,10 +198,14 @@ async def record_addition(
             idempotency_key=idempotency_key,
         )
     )
+
+
+async def forget_old_additions(conn: AsyncConnection, *, now: datetime) -> None:
+    """Drop windows older than KEEP_ADDITIONS_FOR. Called by the watcher (one poller at a time),
+    not by add-quantity: a range delete in every addition's transaction takes range locks that
+    concurrent additions' inserts deadlock on (MariaDB). By the indexed `window_start`."""
     await conn.execute(
-        sa.delete(addition_table).where(
-            addition_table.c.window_end < answered_at - KEEP_ADDITIONS_FOR
-        )
+        sa.delete(addition_table).where(addition_table.c.window_start < now - KEEP_ADDITIONS_FOR)
     )
 
 

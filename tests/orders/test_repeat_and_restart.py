@@ -3,10 +3,11 @@ acted on move only with the poll's stock writes, so a restart neither skips nor 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 
 from app.services import sales
@@ -155,3 +156,28 @@ async def test_orders_placed_after_a_quiet_first_poll_are_read_however_long_the_
     assert outcome is not None and outcome.listings_refreshed == 1
     assert await seen_lines(service.engine) == {placed.line_id: 1}
     assert await listed_stock(service.engine, followed.variation_id) == (4, 4)
+
+
+async def test_a_poll_forgets_additions_windows_older_than_two_days_and_keeps_recent_ones(
+    service: Any,
+) -> None:
+    followed = await follow(service, 0)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    async with service.engine.begin() as conn:
+        for started in (now - sales.KEEP_ADDITIONS_FOR - timedelta(hours=1), now):
+            await sales.record_addition(
+                conn,
+                variation_id=followed.variation_id,
+                marketplace_id=1,
+                listing_ref=followed.id,
+                read_sent_at=started,
+                answered_at=started + timedelta(seconds=1),
+                added=1,
+                idempotency_key=None,
+            )
+
+    await polled(service)
+
+    async with service.engine.connect() as conn:
+        kept = (await conn.execute(sa.select(sales.addition_table.c.window_start))).scalars().all()
+    assert [moment > now - timedelta(minutes=1) for moment in kept] == [True]

@@ -107,6 +107,7 @@ class _Poll:
             async with transaction(self.ctx.engine) as conn:
                 await self._write(conn, targets, listings, cutoff=cutoff)
                 await sales.record_lines(conn, events, seen_at=self.outcome.at)
+                await sales.forget_old_additions(conn, now=cutoff)
                 await status.save_poll(
                     conn,
                     at=self.outcome.at,
