@@ -101,6 +101,11 @@ class CloudflareEdge:
             refusal = responses.origin_timeout(admission.cf_ray)
         elif admission.fault == "slow":
             await self.state.pause(config.slow_fault_s)
+        elif admission.fault == "error200":
+            # Seen from real servers: an ErrorResponseV1 body with status 200.
+            refusal = responses.error_response(
+                200, "Simulated error answered with 200.", request_id, code="E008"
+            )
         elif admission.fault == "lost_response":
             await self.app(scope, receive, _discard)
             refusal = responses.error_response(502, "Simulated bad gateway.", request_id)

@@ -40,6 +40,7 @@ FaultKind = Literal[
     "slow",
     "truncate",
     "lost_response",
+    "error200",
 ]
 FAULT_KINDS: Final = frozenset(get_args(FaultKind))
 # What fault_rate draws from: the failures a client meets without anyone asking.

@@ -11,8 +11,9 @@ Modules, one job each:
 * `errors`: `BackMarketError` and one subclass per way a call fails.
 
 Only a 2xx with the expected JSON shape is success. Anything else is a typed `BackMarketError`;
-an error is never turned into an empty page or "no change". A 2xx JSON body of the wrong shape is
-`BadResponse` at once (a server bug does not heal on retry). The token is sent only in the
+an error is never turned into an empty page or "no change". A 2xx JSON body of the wrong shape
+(an error body answered with 200, a page without `results`) is retried like a 5xx on a read, then
+`BadResponse`; on an update it is `OutcomeUnknown`, never retried. The token is sent only in the
 `Authorization` header and is scrubbed from every message.
 """
 

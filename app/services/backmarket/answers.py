@@ -42,6 +42,10 @@ def as_int(value: object) -> int | None:
     return None
 
 
+class UnexpectedShape(ValueError):
+    """A 2xx body that is not what the endpoint promises; `str()` says what is wrong."""
+
+
 def json_or_none(response: httpx.Response) -> Any:
     try:
         return response.json()
@@ -214,3 +218,34 @@ def judge_response(
             return Failure(OutcomeUnknown, answered + may_have_applied, False, status, request_id)
         return Failure(BackMarketUnavailable, answered, True, status, request_id, retry_after)
     return Failure(BadResponse, answered, False, status, request_id)
+
+
+def judge_shape(
+    response: httpx.Response,
+    body: object,
+    problem: UnexpectedShape,
+    *,
+    method: str,
+    target: str,
+    repeatable: bool,
+    scrub: Scrub,
+) -> Failure:
+    """A 2xx of the wrong shape (an error body, a page without `results`...).
+
+    A read is retried like a 5xx: such answers have been transient. An update is never
+    retried: Back Market may have applied it whatever the body says.
+    """
+    status = response.status_code
+    request_id = request_id_of(response, body)
+    answered = scrub(
+        f"{method} {target} answered {status} but {problem}: {describe_body(response, body)}"
+    )
+    if not repeatable:
+        return Failure(
+            OutcomeUnknown,
+            answered + ": the update may or may not have been applied",
+            False,
+            status,
+            request_id,
+        )
+    return Failure(BadResponse, answered, True, status, request_id)

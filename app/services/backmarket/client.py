@@ -6,9 +6,9 @@ because Cloudflare counts and blocks per token, not per caller. How a request is
 `transport`; how a whole feed is read, in `pages`.
 
 `update_listing` also raises `OutcomeUnknown` for a 2xx whose body is not a listing: the update
-may have been applied, the caller must read back. A 202 without a listing body is read back with
-a GET; Back Market applies part of an update asynchronously, so the listing returned may not show
-the new quantity yet.
+may have been applied, the caller must read back. A 202 is "accepted", not "done": Back Market
+may apply it later. It counts as applied only when its body, or a read-back right after it,
+shows the quantity sent; otherwise it is `OutcomeUnknown`.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import httpx
 
 from app.config import Settings
-from app.services.backmarket.answers import describe_body, request_id_of
+from app.services.backmarket.answers import UnexpectedShape, describe_body, request_id_of
 from app.services.backmarket.budget import BudgetSnapshot, CallKind, Clock, RequestBudget, Sleep
 from app.services.backmarket.errors import BackMarketError, BadResponse, OutcomeUnknown
 from app.services.backmarket.listing import (
@@ -39,7 +39,7 @@ from app.services.backmarket.listing import (
 )
 from app.services.backmarket.orders import OrderPage, iter_order_pages
 from app.services.backmarket.pages import MAX_PAGE_SIZE, PagedEndpoint, iter_pages
-from app.services.backmarket.transport import Transport
+from app.services.backmarket.transport import Transport, body_as_is
 
 # The whole client logs under the package's name, so one logger setting covers it.
 logger = logging.getLogger("app.services.backmarket")
@@ -50,7 +50,16 @@ _LISTINGS: PagedEndpoint[Listing] = PagedEndpoint(
     noun="listings",
     parse_item=Listing.from_api,
     item_key=lambda listing: listing.id,
+    # One listing without a usable id or quantity must not cost the other 49 of its page.
+    skip_unusable_items=True,
 )
+
+
+def _listing_of(body: Any) -> Listing:
+    try:
+        return Listing.from_api(body)
+    except BadResponse as exc:
+        raise UnexpectedShape(str(exc)) from None
 
 
 class BackMarketClient:
@@ -181,10 +190,12 @@ class BackMarketClient:
         """Yield every page of the market's listings as it arrives, then check completeness.
 
         Page 1 failing raises its own error. Any later page failing does not stop the others:
-        after the last page that could be read, IncompleteFeed names the failed pages. Fewer
-        unique listing ids than page 1's `count` is IncompleteFeed too; more is accepted (the
-        catalogue grew while it was read). A listing on two pages: keep the copy whose page has
-        the later `fetched_at`. Close the iterator (`contextlib.aclosing`) if you stop early.
+        after the last page that could be read, IncompleteFeed names the failed pages. A listing
+        without a usable `id` or `quantity` is left out of its page and named by IncompleteFeed.
+        Fewer unique listing ids than the largest `count` of any page is IncompleteFeed too; more
+        is accepted (the catalogue grew while it was read). A listing on two pages is yielded
+        once (the copy that arrived first) and named in the later page's `repeated`. Close the
+        iterator (`contextlib.aclosing`) if you stop early.
         """
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
@@ -209,6 +220,7 @@ class BackMarketClient:
                     count=page.count,
                     pages_expected=pages_expected,
                     requests=page.requests,
+                    repeated=[str(key) for key in page.repeated],
                 )
 
     async def get_listing(
@@ -218,27 +230,19 @@ class BackMarketClient:
         market: str | None = None,
         kind: CallKind = CallKind.LIVE,
     ) -> Listing:
-        """GET one listing by UUID (preferred) or integer listing_id."""
-        path = listing_path(listing_ref)
+        """GET one listing by UUID (preferred) or integer listing_id.
+
+        A 2xx that is not a usable listing is retried like a 5xx, then BadResponse.
+        """
         reply = await self._transport.request(
             "GET",
-            path,
+            listing_path(listing_ref),
             endpoint=ENDPOINT_GET_LISTING,
             market=market or self._default_market,
             kind=kind,
+            parse=_listing_of,
         )
-        try:
-            return Listing.from_api(reply.body)
-        except BadResponse as exc:
-            raise BadResponse(
-                self._transport.scrub(
-                    f"GET {path} answered {reply.response.status_code} but {exc}"
-                ),
-                endpoint=ENDPOINT_GET_LISTING,
-                status=reply.response.status_code,
-                request_id=request_id_of(reply.response, reply.body),
-                attempts=reply.attempts,
-            ) from None
+        return reply.value
 
     async def iter_order_pages(
         self,
@@ -268,7 +272,9 @@ class BackMarketClient:
     ) -> Listing:
         """POST {"quantity": n} to one listing and return the listing Back Market answers.
 
-        Raises OutcomeUnknown when the update may have been applied without a usable answer.
+        Raises OutcomeUnknown when the update may have been applied without a usable answer,
+        and for a 202 that neither its body nor a read-back confirms (Back Market may apply it
+        later).
         """
         if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:
             raise ValueError("quantity must be a non-negative integer")
@@ -282,34 +288,42 @@ class BackMarketClient:
             json_body={"quantity": quantity},
             repeatable=False,
             kind=kind,
+            # Judged here, not by the transport: a 202 without a listing is read back.
+            parse=body_as_is,
         )
         status = reply.response.status_code
         request_id = request_id_of(reply.response, reply.body)
+
+        def unknown(why: str) -> OutcomeUnknown:
+            return OutcomeUnknown(
+                self._transport.scrub(
+                    f"POST {path} answered {status} {why}: the update may or may not have been "
+                    "applied"
+                ),
+                endpoint=ENDPOINT_UPDATE_LISTING,
+                status=status,
+                request_id=request_id,
+                attempts=reply.attempts,
+            )
+
         try:
-            return Listing.from_api(reply.body)
+            answered = Listing.from_api(reply.body)
         except BadResponse as exc:
-            shape_problem = str(exc)
-        if status == 202:
-            logger.debug("POST %s answered 202 without a listing: reading it back", path)
-            try:
-                return await self.get_listing(listing_ref, market=market, kind=kind)
-            except BackMarketError as exc:
-                raise OutcomeUnknown(
-                    self._transport.scrub(
-                        f"POST {path} was accepted (202) but reading the listing back failed: {exc}"
-                    ),
-                    endpoint=ENDPOINT_UPDATE_LISTING,
-                    status=status,
-                    request_id=request_id,
-                    attempts=reply.attempts,
-                ) from exc
-        raise OutcomeUnknown(
-            self._transport.scrub(
-                f"POST {path} answered {status} with {describe_body(reply.response, reply.body)}"
-                f" ({shape_problem}): the update may or may not have been applied"
-            ),
-            endpoint=ENDPOINT_UPDATE_LISTING,
-            status=status,
-            request_id=request_id,
-            attempts=reply.attempts,
-        )
+            if status != 202:
+                raise unknown(f"with {describe_body(reply.response, reply.body)} ({exc})") from None
+        else:
+            # A 200's listing is Back Market's word, even when an order moved the quantity
+            # already; a 202's only when it shows what was sent.
+            if status != 202 or answered.quantity == quantity:
+                return answered
+        logger.debug("POST %s answered 202: reading the listing back to confirm it", path)
+        try:
+            read_back = await self.get_listing(listing_ref, market=market, kind=kind)
+        except BackMarketError as exc:
+            raise unknown(f"(accepted) but reading the listing back failed ({exc})") from exc
+        if read_back.quantity != quantity:
+            raise unknown(
+                f"(accepted) but the listing still shows quantity {read_back.quantity}, not "
+                f"{quantity}; Back Market may apply it later"
+            )
+        return read_back

@@ -76,7 +76,9 @@ class OutcomeUnknown(BackMarketError):
 class IncompleteFeed(BackMarketError):
     """One market's collection was not all read; every page that did arrive was yielded first.
 
-    `noun` names the collection in the message ("listings").
+    `failed_pages`: page number -> its error. `unusable`: page number -> why each of its items
+    that could not be used was left out. `expected` is the largest `count` any page reported,
+    `smallest_count` the smallest. `noun` names the collection in the message ("listings").
     """
 
     def __init__(
@@ -89,17 +91,30 @@ class IncompleteFeed(BackMarketError):
         endpoint: str,
         noun: str,
         attempts: int = 0,
+        unusable: dict[int, list[str]] | None = None,
+        smallest_count: int | None = None,
     ) -> None:
+        unusable = unusable or {}
+        reasons = []
         if failed_pages:
             failures = ", ".join(
                 f"{page} ({type(error).__name__})" for page, error in sorted(failed_pages.items())
             )
-            why = f"pages failed: {failures}"
-        else:
-            why = "no page failed, so a page came back short"
+            reasons.append(f"pages failed: {failures}")
+        if unusable:
+            why_unusable = [why for _, whys in sorted(unusable.items()) for why in whys]
+            shown = "; ".join(why_unusable[:3])
+            more = f" and {len(why_unusable) - 3} more" if len(why_unusable) > 3 else ""
+            reasons.append(f"{len(why_unusable)} unusable {noun} left out: {shown}{more}")
+        if not reasons:
+            reasons.append("no page failed, so a page came back short")
+        if smallest_count is not None and smallest_count != expected:
+            reasons.append(
+                f"'count' changed during the read (between {smallest_count} and {expected})"
+            )
         super().__init__(
             f"{noun} of {market} incomplete: {received} unique {noun} of {expected} "
-            f"expected; {why}",
+            f"expected; {'; '.join(reasons)}",
             endpoint=endpoint,
             attempts=attempts,
         )
@@ -107,3 +122,5 @@ class IncompleteFeed(BackMarketError):
         self.failed_pages = failed_pages
         self.expected = expected
         self.received = received
+        self.unusable = unusable
+        self.smallest_count = expected if smallest_count is None else smallest_count

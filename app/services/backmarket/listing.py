@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -31,17 +31,27 @@ class Listing:
     def from_api(cls, body: Mapping[str, Any]) -> Listing:
         """Raise BadResponse when `id` or `quantity` is missing or unusable.
 
-        The optional fields are read leniently (None when absent or not an integer) so that one
-        odd field does not cost a whole page; the listing still matches by its UUID.
+        `quantity` is an integer of at least 0, or a string of one ("12": the update endpoint
+        takes both); a float, a negative number, a bool or null is unusable. The optional fields
+        are read leniently (None when absent or not an integer) so that one odd field does not
+        lose the listing; it still matches by its UUID. Prices are not read at all.
         """
         if not isinstance(body, Mapping):
             raise BadResponse(f"a listing must be a JSON object, got {type(body).__name__}")
         listing_uuid = body.get("id")
         if not isinstance(listing_uuid, str) or not listing_uuid.strip():
-            raise BadResponse(f"listing has no usable 'id' ({type(listing_uuid).__name__})")
-        quantity = as_int(body.get("quantity"))
-        if quantity is None:
-            raise BadResponse(f"listing {listing_uuid} has no integer 'quantity'")
+            legacy_id = as_int(body.get("listing_id"))
+            named = "listing" if legacy_id is None else f"listing with listing_id {legacy_id}"
+            raise BadResponse(f"{named} has no usable 'id' ({type(listing_uuid).__name__})")
+        raw_quantity = body.get("quantity")
+        quantity = as_int(raw_quantity)
+        if quantity is None or quantity < 0:
+            shown = repr(raw_quantity)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise BadResponse(
+                f"listing {listing_uuid} has no usable 'quantity' ({shown}): "
+                "a stock is an integer of at least 0"
+            )
         sku = body.get("sku")
         return cls(
             id=listing_uuid.strip(),
@@ -63,6 +73,9 @@ class ListingPage:
     count: int
     pages_expected: int
     requests: int
+    # Listings of this page already read on an earlier page of the same feed (the catalogue
+    # shifted between pages); they are not in `listings` again.
+    repeated: list[str] = field(default_factory=list)
 
 
 def listing_path(listing_ref: str | int) -> str:

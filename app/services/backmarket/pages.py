@@ -2,12 +2,18 @@
 results}` envelope, asked for with `page` and `page-size`.
 
 * Pages are yielded as they arrive, in any order: page 1, then the others fetched concurrently,
-  then any page past the last expected one that a growing collection added.
+  then any page past the last expected one that a growing collection added (its `next` is read
+  for its path and query only, and only when it names our own host).
+* A 2xx page of the wrong shape (no `results`, an error body, an empty page where `count` says
+  there are items) is retried like a 5xx (`transport`), then fails as `BadResponse`.
 * Page 1 failing raises its own error. A later page failing does not stop the others: after the
   last page that could be read, `IncompleteFeed` names the failed pages. Fewer unique items than
-  page 1's `count` is `IncompleteFeed` too; more is accepted (the collection grew while read).
-* An item can appear on two pages when the collection shifts during the read: keep the copy
-  whose page has the later `fetched_at`.
+  the largest `count` any page reported is `IncompleteFeed` too; more is accepted (the collection
+  grew while read).
+* With `skip_unusable_items`, an item `parse_item` rejects is left out of its page, the rest of
+  the page is kept, and `IncompleteFeed` names it at the end.
+* An item can appear on two pages when the collection shifts during the read: the copy that
+  arrived first is yielded, later copies only counted in the page's `repeated`.
 * Close the iterator (`contextlib.aclosing`) if you stop early, so the background page fetches
   are cancelled at once.
 """
@@ -19,16 +25,16 @@ import logging
 import math
 from collections.abc import AsyncGenerator, Callable, Hashable, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import httpx
 
-from app.services.backmarket.answers import as_int, describe_body, request_id_of
+from app.services.backmarket.answers import UnexpectedShape, as_int
 from app.services.backmarket.budget import CallKind
 from app.services.backmarket.errors import BackMarketError, BadResponse, IncompleteFeed
-from app.services.backmarket.transport import Transport, request_target
+from app.services.backmarket.transport import Transport
 
 # The whole client logs under the package's name, so one logger setting covers it.
 logger = logging.getLogger("app.services.backmarket")
@@ -50,6 +56,9 @@ class PagedEndpoint(Generic[ItemT]):
     # Raises BadResponse for an item it cannot use.
     parse_item: Callable[[Any], ItemT]
     item_key: Callable[[ItemT], Hashable]
+    # True: an item parse_item rejects is left out and the rest of its page kept (the feed then
+    # ends as IncompleteFeed naming it); False: it makes the whole page unusable.
+    skip_unusable_items: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +71,47 @@ class FetchedPage(Generic[ItemT]):
     count: int
     next_url: str | None
     requests: int
+    # Results the server put on the page, usable or not: the page size it really serves.
+    served: int = 0
+    # Why each result left out as unusable was left out (skip_unusable_items).
+    unusable: list[str] = field(default_factory=list)
+    # Keys of the items an earlier page already brought; they are not in `items`.
+    repeated: list[Hashable] = field(default_factory=list)
 
 
-class _ShapeError(ValueError):
-    """A 2xx body that is not what the endpoint promises."""
+@dataclass(slots=True)
+class _Tally(Generic[ItemT]):
+    """What a feed has brought so far: keys, the largest `count`, failures and unusable items."""
+
+    source: PagedEndpoint[ItemT]
+    smallest_count: int
+    largest_count: int = 0
+    requests: int = 0
+    seen: set[Hashable] = field(default_factory=set)
+    failed_pages: dict[int, BackMarketError] = field(default_factory=dict)
+    unusable: dict[int, list[str]] = field(default_factory=dict)
+
+    def take(self, page: FetchedPage[ItemT]) -> FetchedPage[ItemT]:
+        """Count the page in; return it without the items an earlier page already brought."""
+        self.requests += page.requests
+        self.smallest_count = min(self.smallest_count, page.count)
+        self.largest_count = max(self.largest_count, page.count)
+        if page.unusable:
+            self.unusable[page.page] = page.unusable
+        fresh: list[ItemT] = []
+        repeated: list[Hashable] = []
+        for item in page.items:
+            key = self.source.item_key(item)
+            if key in self.seen:
+                repeated.append(key)
+            else:
+                self.seen.add(key)
+                fresh.append(item)
+        return replace(page, items=fresh, repeated=repeated) if repeated else page
+
+    def fail(self, page_number: int, error: BackMarketError) -> None:
+        self.failed_pages[page_number] = error
+        self.requests += error.attempts
 
 
 async def iter_pages(
@@ -78,9 +124,14 @@ async def iter_pages(
 ) -> AsyncGenerator[tuple[FetchedPage[ItemT], int], None]:
     """Yield each page of the market's collection, with the number of pages expected so far."""
     first = await fetch_page(
-        source, transport=transport, market=market, page=1, params=_page_query(1, page_size)
+        source,
+        transport=transport,
+        market=market,
+        page=1,
+        params=_page_query(1, page_size),
+        offset=0,
     )
-    served = len(first.items)
+    served = first.served
     if first.next_url is None:
         pages_expected = 1
     elif served == 0:
@@ -94,12 +145,9 @@ async def iter_pages(
         # The server may serve fewer than asked (it caps the page size): go by what it served.
         pages_expected = max(1, math.ceil(first.count / served))
 
-    expected = first.count
-    seen_keys = {source.item_key(item) for item in first.items}
-    failed_pages: dict[int, BackMarketError] = {}
-    requests = first.requests
+    tally = _Tally(source, smallest_count=first.count)
     last_next_url = first.next_url if pages_expected == 1 else None
-    yield first, pages_expected
+    yield tally.take(first), pages_expected
 
     if pages_expected > 1:
         fetches = _fetch_pages(
@@ -108,26 +156,26 @@ async def iter_pages(
             market=market,
             page_numbers=range(2, pages_expected + 1),
             page_size=page_size,
+            served=served,
             workers=workers,
         )
         async with aclosing(fetches) as arrivals:
             async for page_number, outcome in arrivals:
                 if isinstance(outcome, BackMarketError):
-                    failed_pages[page_number] = outcome
-                    requests += outcome.attempts
+                    tally.fail(page_number, outcome)
                     continue
-                seen_keys.update(source.item_key(item) for item in outcome.items)
-                requests += outcome.requests
                 if page_number == pages_expected:
                     last_next_url = outcome.next_url
-                yield outcome, pages_expected
+                yield tally.take(outcome), pages_expected
 
     # The last expected page still pointing further means items were added meanwhile.
     last_page = pages_expected
     while last_next_url is not None:
         page_number = last_page + 1
         try:
-            page_number, path, params = _next_page_target(source, last_next_url, after=last_page)
+            page_number, path, params = _next_page_target(
+                source, last_next_url, after=last_page, own=transport.base_url
+            )
             extra = await fetch_page(
                 source,
                 transport=transport,
@@ -137,43 +185,45 @@ async def iter_pages(
                 path=path,
             )
         except BackMarketError as exc:
-            failed_pages[page_number] = exc
-            requests += exc.attempts
+            tally.fail(page_number, exc)
             break
-        seen_keys.update(source.item_key(item) for item in extra.items)
-        requests += extra.requests
-        yield extra, max(pages_expected, page_number)
+        yield tally.take(extra), max(pages_expected, page_number)
         last_page, last_next_url = page_number, extra.next_url
         if not extra.items and last_next_url is not None:
             # An empty page pointing further would have us walk an endless chain of pages.
-            failed_pages[page_number] = BadResponse(
-                f"{source.endpoint} page {page_number} of {market} is empty "
-                "but points to a next page",
-                endpoint=source.endpoint,
-                status=200,
-                attempts=extra.requests,
+            tally.fail(
+                page_number,
+                BadResponse(
+                    f"{source.endpoint} page {page_number} of {market} is empty "
+                    "but points to a next page",
+                    endpoint=source.endpoint,
+                    status=200,
+                    attempts=0,
+                ),
             )
             break
 
-    received = len(seen_keys)
-    if failed_pages or received < expected:
+    received = len(tally.seen)
+    if tally.failed_pages or tally.unusable or received < tally.largest_count:
         raise IncompleteFeed(
             market,
-            failed_pages,
-            expected,
+            tally.failed_pages,
+            tally.largest_count,
             received,
             endpoint=source.endpoint,
             noun=source.noun,
-            attempts=requests,
+            attempts=tally.requests,
+            unusable=tally.unusable,
+            smallest_count=tally.smallest_count,
         )
-    if received > expected:
+    if received > tally.largest_count:
         logger.info(
-            "%s of %s: %d unique %s read, page 1 counted %d (catalogue grew)",
+            "%s of %s: %d unique %s read, the pages counted at most %d (catalogue grew)",
             source.noun,
             market,
             received,
             source.noun,
-            expected,
+            tally.largest_count,
         )
 
 
@@ -183,13 +233,25 @@ def _page_query(page: int, page_size: int) -> httpx.QueryParams:
 
 
 def _next_page_target(
-    source: PagedEndpoint[ItemT], next_url: str, *, after: int
+    source: PagedEndpoint[ItemT], next_url: str, *, after: int, own: httpx.URL
 ) -> tuple[int, str, httpx.QueryParams]:
     """Page number, path and query of a `next` URL, to be requested on our own base URL.
 
-    Only the path and query are followed, so the token never goes to another host.
+    A `next` naming another host is refused: something between us and Back Market is not what
+    it should be, and the token must never follow it.
     """
-    url = httpx.URL(next_url)
+    try:
+        url = httpx.URL(next_url)
+    except httpx.InvalidURL:
+        raise BadResponse(
+            f"'next' is not a URL: {next_url[:200]!r}", endpoint=source.endpoint, attempts=0
+        ) from None
+    if url.host and (url.host.lower(), url.port) != (own.host.lower(), own.port):
+        raise BadResponse(
+            f"'next' points to another host ({url.host!r}, not {own.host!r}); not followed",
+            endpoint=source.endpoint,
+            attempts=0,
+        )
     if url.path.rstrip("/") != source.path:
         raise BadResponse(
             f"'next' points outside {source.path}: {url.path!r}",
@@ -206,25 +268,48 @@ def _next_page_target(
     return page, url.path, url.params
 
 
-def _parse_page(source: PagedEndpoint[ItemT], body: object) -> tuple[int, str | None, list[ItemT]]:
+def _parse_page(
+    source: PagedEndpoint[ItemT], body: object, *, page: int, offset: int | None
+) -> FetchedPage[ItemT]:
+    """The page a body holds, or UnexpectedShape; `fetched_at` and `requests` are filled later.
+
+    `offset`: how many items come before this page, when known; a page there that `count` says
+    holds items but has none is a wrong shape, not the end of the collection.
+    """
     if not isinstance(body, Mapping):
-        raise _ShapeError("the body is not a JSON object")
+        raise UnexpectedShape("the body is not a JSON object")
     results = body.get("results")
     if not isinstance(results, list):
-        raise _ShapeError("the body has no 'results' list")
+        raise UnexpectedShape("the body has no 'results' list")
     count = body.get("count")
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise _ShapeError("the body has no integer 'count'")
+        raise UnexpectedShape("the body has no integer 'count'")
     next_url = body.get("next")
     if next_url is not None and not isinstance(next_url, str):
-        raise _ShapeError("'next' is neither null nor a URL")
-    items = []
+        raise UnexpectedShape("'next' is neither null nor a URL")
+    if offset is not None and not results and count > offset:
+        raise UnexpectedShape(
+            f"'results' is empty although 'count' ({count}) says items follow the first {offset}"
+        )
+    items: list[ItemT] = []
+    unusable: list[str] = []
     for index, result in enumerate(results):
         try:
             items.append(source.parse_item(result))
         except BadResponse as exc:
-            raise _ShapeError(f"result {index}: {exc}") from None
-    return count, next_url, items
+            if not source.skip_unusable_items:
+                raise UnexpectedShape(f"result {index}: {exc}") from None
+            unusable.append(f"page {page} result {index}: {exc}")
+    return FetchedPage(
+        page=page,
+        fetched_at=datetime.min,
+        items=items,
+        count=count,
+        next_url=next_url,
+        requests=0,
+        served=len(results),
+        unusable=unusable,
+    )
 
 
 async def fetch_page(
@@ -235,34 +320,20 @@ async def fetch_page(
     page: int,
     params: httpx.QueryParams,
     path: str | None = None,
+    offset: int | None = None,
     kind: CallKind = CallKind.BULK,
 ) -> FetchedPage[ItemT]:
-    path = source.path if path is None else path
+    """One page; a body of the wrong shape is retried by the transport, then `BadResponse`."""
     reply = await transport.request(
-        "GET", path, endpoint=source.endpoint, market=market, params=params, kind=kind
+        "GET",
+        source.path if path is None else path,
+        endpoint=source.endpoint,
+        market=market,
+        params=params,
+        kind=kind,
+        parse=lambda body: _parse_page(source, body, page=page, offset=offset),
     )
-    try:
-        count, next_url, items = _parse_page(source, reply.body)
-    except _ShapeError as exc:
-        status = reply.response.status_code
-        raise BadResponse(
-            transport.scrub(
-                f"GET {request_target(path, params)} ({market}) answered {status} but {exc}: "
-                f"{describe_body(reply.response, reply.body)}"
-            ),
-            endpoint=source.endpoint,
-            status=status,
-            request_id=request_id_of(reply.response, reply.body),
-            attempts=reply.attempts,
-        ) from None
-    return FetchedPage(
-        page=page,
-        fetched_at=reply.sent_at,
-        items=items,
-        count=count,
-        next_url=next_url,
-        requests=reply.attempts,
-    )
+    return replace(reply.value, fetched_at=reply.sent_at, requests=reply.attempts)
 
 
 async def _fetch_pages(
@@ -272,6 +343,7 @@ async def _fetch_pages(
     market: str,
     page_numbers: Sequence[int],
     page_size: int,
+    served: int,
     workers: int,
 ) -> AsyncGenerator[tuple[int, FetchedPage[ItemT] | BackMarketError], None]:
     """Fetch the pages with `workers` concurrent fetchers; yield each outcome as it lands."""
@@ -292,6 +364,7 @@ async def _fetch_pages(
                     market=market,
                     page=page_number,
                     params=_page_query(page_number, page_size),
+                    offset=(page_number - 1) * served,
                 )
             except BackMarketError as exc:
                 outcome = exc

@@ -3,14 +3,17 @@ what is safe to retry.
 
 * GETs are retried (exponential backoff, full jitter, `settings.backmarket_max_attempts`) on 429,
   5xx, 408, timeouts, network errors, HTML answers and Cloudflare challenges. A 2xx HTML page is
-  treated as a Cloudflare interstitial: retried, then `BackMarketUnavailable`.
+  treated as a Cloudflare interstitial: retried, then `BackMarketUnavailable`. A 2xx JSON body
+  that `parse` rejects (an error body answered with 200, a page without `results`) is retried the
+  same way, then `BadResponse`.
 * A `Retry-After` (seconds or HTTP date) is honoured. After any 429 the whole client sends nothing
   until the pause ends (10 s without `Retry-After`). A wait longer than `max_retry_wait_seconds`
   is not slept through: the call raises `RateLimited` (or `BackMarketUnavailable`) at once, and so
   does every call made while such a long pause lasts, without sending anything.
 * A request that is not repeatable (the update POST) is retried only when it surely was not
   processed (429, connect error, Cloudflare challenge). A read timeout, a dropped connection, a
-  5xx or a 2xx HTML page raises `OutcomeUnknown`: it may have been applied.
+  5xx, a 2xx HTML page or a 2xx that `parse` rejects raises `OutcomeUnknown`: it may have been
+  applied.
 * The token is sent only in the `Authorization` header and is scrubbed from every message.
 """
 
@@ -19,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 from prometheus_client import Counter
@@ -29,8 +33,10 @@ from prometheus_client import Counter
 from app.config import Settings
 from app.services.backmarket.answers import (
     Failure,
+    UnexpectedShape,
     json_or_none,
     judge_response,
+    judge_shape,
     judge_transport_error,
     transport_outcome,
 )
@@ -47,14 +53,23 @@ REQUESTS_COUNTER = Counter(
 )
 
 
+ValueT = TypeVar("ValueT")
+
+
 @dataclass(slots=True)
-class Reply:
-    """A non-HTML 2xx; the caller checks that `body` has the shape the endpoint promises."""
+class Reply(Generic[ValueT]):
+    """A non-HTML 2xx whose body `parse` accepted; `value` is what it made of the body."""
 
     response: httpx.Response
     body: Any
+    value: ValueT
     sent_at: datetime
     attempts: int
+
+
+def body_as_is(body: Any) -> Any:
+    """A `parse` that accepts any body, for a caller that judges the body itself."""
+    return body
 
 
 def request_target(path: str, params: httpx.QueryParams | None) -> str:
@@ -97,6 +112,11 @@ class Transport:
         self._stats: dict[str, int] = {}
         self.requests_total = 0
 
+    @property
+    def base_url(self) -> httpx.URL:
+        """Where every request goes: a `next` link is only ever read for its path and query."""
+        return self._http.base_url
+
     def stats(self) -> dict[str, int]:
         """Requests sent so far, keyed "METHOD /path/template outcome"."""
         return dict(self._stats)
@@ -112,15 +132,17 @@ class Transport:
         *,
         endpoint: str,
         market: str,
+        parse: Callable[[Any], ValueT],
         params: httpx.QueryParams | None = None,
         json_body: dict[str, int] | None = None,
         repeatable: bool = True,
         kind: CallKind = CallKind.LIVE,
-    ) -> Reply:
-        """Send until a non-HTML 2xx comes back, retrying what is safe to retry.
+    ) -> Reply[ValueT]:
+        """Send until a non-HTML 2xx that `parse` accepts comes back, retrying what is safe.
 
-        `repeatable=False` (the update POST) retries only answers that prove the request was
-        not processed.
+        `parse` turns the JSON body into the endpoint's value and raises `UnexpectedShape` for a
+        body that is not what the endpoint promises. `repeatable=False` (the update POST)
+        retries only answers that prove the request was not processed.
         """
         target = request_target(path, params)
         max_attempts = self._settings.backmarket_max_attempts
@@ -161,7 +183,20 @@ class Transport:
                     scrub=self.scrub,
                 )
                 if judged is None:
-                    return Reply(response, body, sent_at, attempt)
+                    try:
+                        value = parse(body)
+                    except UnexpectedShape as problem:
+                        judged = judge_shape(
+                            response,
+                            body,
+                            problem,
+                            method=method,
+                            target=target,
+                            repeatable=repeatable,
+                            scrub=self.scrub,
+                        )
+                    else:
+                        return Reply(response, body, value, sent_at, attempt)
                 failure = judged
 
             if failure.kind is RateLimited:

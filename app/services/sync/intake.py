@@ -15,6 +15,8 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TypeAlias, cast
 
+from prometheus_client import Gauge
+
 from app.services.backmarket import (
     BackMarketClient,
     BackMarketError,
@@ -29,6 +31,12 @@ from app.services.sync.runs import Run
 PAGE_SIZE = 50
 # Pages waiting for the writer; fetches pause beyond this, so memory stays bounded.
 QUEUE_PAGES = 16
+
+QUEUE_DEPTH = Gauge(
+    "bulk_sync_page_queue_depth",
+    f"Pages fetched and waiting for the bulk sync's writer (at most {QUEUE_PAGES}); "
+    "full means the writer is the bottleneck, empty means Back Market is.",
+)
 
 
 @dataclass(slots=True)
@@ -54,6 +62,7 @@ async def fetch_market(client: BackMarketClient, market: str, queue: PageQueue) 
         async with aclosing(feed) as pages:
             async for page in pages:
                 await queue.put(page)
+                QUEUE_DEPTH.set(queue.qsize())
     except BackMarketError as exc:
         error = exc
     except Exception as exc:
@@ -87,6 +96,7 @@ class PageIntake:
         markets_left = len(self.markets)
         while markets_left:
             item = await queue.get()
+            QUEUE_DEPTH.set(queue.qsize())
             if isinstance(item, MarketDone):
                 markets_left -= 1
                 crash = self.market_done(item)
@@ -114,6 +124,8 @@ class PageIntake:
         self.run.pages_fetched += 1
         self.run.pages_expected = sum(self.market_pages_expected.values())
         self.run.api_calls = sum(self.market_calls.values())
+        if page.repeated:
+            self._record_repeats(page)
 
         cutoff = self.clock.cutoff(page.fetched_at)
         accepted: list[Observed] = []
@@ -128,6 +140,23 @@ class PageIntake:
             accepted.append(Observed(listing, cutoff))
         self.run.listings_seen += len(accepted)
         return accepted
+
+    def _record_repeats(self, page: ListingPage) -> None:
+        market = self.run.markets[page.market]
+        market["repeated_listings"] = market.get("repeated_listings", 0) + len(page.repeated)
+        self.run.add_error(
+            {
+                "kind": "repeated_listing",
+                "market": page.market,
+                "page": page.page,
+                "listings": page.repeated[:10],
+                "message": (
+                    f"{len(page.repeated)} listings on page {page.page} had been read on an "
+                    "earlier page already (the catalogue shifted during the read); each is "
+                    "applied once, as first read"
+                ),
+            }
+        )
 
     def _record_disagreement(
         self, listing: Listing, *, first: tuple[int, str], market: str
@@ -171,7 +200,17 @@ class PageIntake:
                         "message": str(page_error),
                     }
                 )
-            if not error.failed_pages:
+            for page_number, reasons in sorted(error.unusable.items()):
+                for reason in reasons:
+                    self.run.add_error(
+                        {
+                            "kind": "unusable_listing",
+                            "market": done.market,
+                            "page": page_number,
+                            "message": reason,
+                        }
+                    )
+            if not error.failed_pages and not error.unusable:
                 self.run.add_error(
                     {
                         "kind": "incomplete_feed",
