@@ -1,4 +1,4 @@
-"""`stock-sync`: serve, sync, refresh, add-quantity, migrate, simulator."""
+"""`stock-sync`: serve, sync, runs, refresh, add-quantity, migrate, simulator."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import asyncio
 import json
 import logging
 import sys
+import threading
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TextIO
 
 import httpx
 
+from app import cli_display
 from app.config import ConfigurationError, Settings, load_settings
 from app.errors import DomainError
 from app.logs import configure_logging
@@ -42,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--marketplace", type=int, default=1)
     sync.add_argument("--dry-run", action="store_true")
     sync.add_argument("--import-unknown", action="store_true")
+    sync.add_argument(
+        "--json",
+        action="store_true",
+        help="print the finished run as JSON on stdout (the default when stdout is not a terminal)",
+    )
+
+    runs = commands.add_parser("runs", help="list recent bulk sync runs, newest first")
+    runs.add_argument("--marketplace", type=int, default=None, help="only this marketplace's")
+    runs.add_argument("--limit", type=_positive_limit, default=20, help="at most this many (500)")
+    runs.add_argument("--json", action="store_true", help='print {"runs": [...]} as JSON')
 
     refresh = commands.add_parser("refresh", help="read one variation's listing live and store it")
     refresh.add_argument("variation_id", type=int)
@@ -67,30 +80,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _positive_limit(text: str) -> int:
+    limit = int(text)
+    if not 1 <= limit <= 500:
+        raise argparse.ArgumentTypeError("must be between 1 and 500")
+    return limit
+
+
+@dataclass(frozen=True, slots=True)
+class Streams:
+    """Where a command writes: its result on `out`, progress, logs and errors on `err`."""
+
+    out: TextIO
+    err: TextIO
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """`out` and `err` default to stdout and stderr; whether each is a terminal decides between
+    the bar and plain lines, a table and aligned text."""
+    streams = Streams(out=out or sys.stdout, err=err or sys.stderr)
     args = build_parser().parse_args(argv)
     overrides = {"log_level": args.log_level} if args.log_level else {}
     try:
         settings = load_settings(**overrides)
     except ConfigurationError as exc:
-        print(f"stock-sync: {exc}", file=sys.stderr)
+        print(f"stock-sync: {exc}", file=streams.err)
         return 2
-    configure_logging(settings)
+    configure_logging(settings, stream=streams.err)
     if args.command == "simulator":
         return _run_simulator(args)
     if args.command == "serve":
         return _serve(settings, args)
     handlers = {
         "sync": _sync,
+        "runs": _runs,
         "refresh": _refresh,
         "add-quantity": _add_quantity,
         "migrate": _migrate,
     }
-    return asyncio.run(handlers[args.command](settings, args))
+    return asyncio.run(handlers[args.command](settings, args, streams))
 
 
-def _print_json(payload: Any) -> None:
-    print(json.dumps(payload, indent=2, default=str))
+def _print_json(payload: Any, streams: Streams) -> None:
+    print(json.dumps(payload, indent=2, default=str), file=streams.out)
 
 
 def _run_simulator(args: argparse.Namespace) -> int:
@@ -123,6 +160,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     with running_demo_simulator() as simulator:
         settings = demo_settings(settings, simulator)
+        # The simulator's uvicorn has just set uvicorn's loggers its own way: take them back,
+        # and keep its access lines (Back Market's side, from its thread) out of the service's.
+        configure_logging(settings)
+        logging.getLogger("uvicorn.access").addFilter(_OnlyMainThread())
         asyncio.run(seed_demo_database(settings, simulator))
         print(
             f"demo: Back Market simulator at {simulator.base_url}; try\n"
@@ -134,7 +175,14 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
+class _OnlyMainThread(logging.Filter):
+    """Passes the lines of the service's server, which serves on the main thread."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread == threading.main_thread().ident
+
+
+async def _migrate(settings: Settings, _args: argparse.Namespace, streams: Streams) -> int:
     from app.db import create_engine
     from app.migrate import run_migrations
 
@@ -143,33 +191,52 @@ async def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
         await run_migrations(engine)
     finally:
         await engine.dispose()
-    print("database is up to date")
+    print("database is up to date", file=streams.out)
     return 0
 
 
-async def _sync(settings: Settings, args: argparse.Namespace) -> int:
-    def progress(run: Run) -> None:
-        expected = run.pages_expected or "?"
-        print(
-            f"run {run.id}: pages {run.pages_fetched}/{expected}, listings {run.listings_seen}, "
-            f"updated {run.updated}, unchanged {run.unchanged}, skipped_newer {run.skipped_newer}",
-            file=sys.stderr,
-            flush=True,
-        )
-
+async def _sync(settings: Settings, args: argparse.Namespace, streams: Streams) -> int:
+    """Progress on stderr (a bar on a terminal, lines otherwise); the run on stdout: JSON with
+    `--json` or when stdout is not a terminal (scripts), a summary for a person otherwise."""
     options = SyncOptions(
         marketplace_id=args.marketplace,
         trigger=RunTrigger.CLI,
         dry_run=args.dry_run,
         import_unknown=args.import_unknown,
     )
+    display = (
+        cli_display.ProgressBar(cli_display.terminal_console(streams.err))
+        if cli_display.is_terminal(streams.err)
+        else cli_display.PlainProgress(streams.err)
+    )
     try:
-        run = await sync_once(settings, options, progress=progress)
+        with display:
+            run = await sync_once(settings, options, progress=display)
     except DomainError as exc:
-        return _report_error(exc)
-    _print_json({"run": run.model_dump(mode="json")})
+        return _report_error(exc, streams)
+    if args.json or not cli_display.is_terminal(streams.out):
+        _print_json({"run": run.model_dump(mode="json")}, streams)
+    else:
+        cli_display.print_run_summary(streams.out, run)
     # A partial or failed run must fail the cron job that started it.
     return 0 if run.status == "completed" else 1
+
+
+async def _runs(settings: Settings, args: argparse.Namespace, streams: Streams) -> int:
+    """Recent runs from the database (no Back Market call): a table, or JSON with `--json`."""
+    from app.db import create_engine
+    from app.services.sync import runs
+
+    engine = create_engine(settings)
+    try:
+        found = await runs.list_runs(engine, marketplace_id=args.marketplace, limit=args.limit)
+    finally:
+        await engine.dispose()
+    if args.json:
+        _print_json({"runs": [run.model_dump(mode="json") for run in found]}, streams)
+    else:
+        cli_display.print_runs_table(streams.out, found)
+    return 0
 
 
 async def sync_once(
@@ -192,7 +259,7 @@ async def sync_once(
         return await run_bulk_sync(container.ctx, options, progress=progress)
 
 
-async def _refresh(settings: Settings, args: argparse.Namespace) -> int:
+async def _refresh(settings: Settings, args: argparse.Namespace, streams: Streams) -> int:
     from app.services.quantity import refresh_quantity
 
     async with open_container(settings) as container:
@@ -201,12 +268,12 @@ async def _refresh(settings: Settings, args: argparse.Namespace) -> int:
                 container.ctx, variation_id=args.variation_id, marketplace_id=args.marketplace
             )
         except DomainError as exc:
-            return _report_error(exc)
-    _print_json(quantity.model_dump(mode="json"))
+            return _report_error(exc, streams)
+    _print_json(quantity.model_dump(mode="json"), streams)
     return 1 if quantity.stale else 0
 
 
-async def _add_quantity(settings: Settings, args: argparse.Namespace) -> int:
+async def _add_quantity(settings: Settings, args: argparse.Namespace, streams: Streams) -> int:
     from app.services.quantity import add_quantity, check_added_quantity
 
     async with open_container(settings) as container:
@@ -219,16 +286,16 @@ async def _add_quantity(settings: Settings, args: argparse.Namespace) -> int:
                 idempotency_key=args.idempotency_key,
             )
         except DomainError as exc:
-            return _report_error(exc)
-    _print_json(result.model_dump(mode="json"))
+            return _report_error(exc, streams)
+    _print_json(result.model_dump(mode="json"), streams)
     return 0
 
 
-def _report_error(exc: DomainError) -> int:
+def _report_error(exc: DomainError, streams: Streams) -> int:
     """The same body the HTTP API would answer, on stderr; exit 1."""
     print(
         json.dumps({"status": exc.status_code, "detail": exc.detail, **exc.extra}, default=str),
-        file=sys.stderr,
+        file=streams.err,
     )
     return 1
 

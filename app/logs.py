@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import sys
+import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -35,12 +36,20 @@ _log_context: ContextVar[Mapping[str, object]] = ContextVar(
     "log_context", default=MappingProxyType({})
 )
 
-# Attributes every LogRecord has; anything else on a record came from `extra=`.
+# Attributes every LogRecord has; anything else on a record came from `extra=`. uvicorn's
+# `color_message` (the message again, with terminal colour codes) is left out too.
 _RECORD_ATTRIBUTES = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
-    | {"message", "asctime", "taskName"}
+    | {"message", "asctime", "taskName", "color_message"}
 )
 _CORE_FIELDS = ("time", "level", "logger", "message")
+
+# Credentials in a header's shape, whoever's they are: "Authorization: Bearer <x>", "Basic <x>",
+# "X-API-Key: <x>" (8 characters or more, so that "Basic checks" stays readable). Configured
+# secrets are redacted wherever they appear, whatever their shape.
+_CREDENTIAL_PATTERN = re.compile(
+    r"""(\b(?:Basic|Bearer) +|\b(?i:x-api-key)['"]?\s*[:=]\s*['"]?)(?!\[redacted\])[^\s'",;)\]}]{8,}"""
+)
 
 # An incoming id is echoed into logs and a response header: keep it short and inert.
 _ACCEPTABLE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -76,7 +85,7 @@ def log_context(**ids: object) -> Iterator[None]:
 
 
 class SecretRedactor:
-    """Replaces each secret value with "[redacted]" wherever it appears in a string."""
+    """Replaces each secret value, and any credential written as a header, with "[redacted]"."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         # Longest first, so a secret that contains another is not left half visible.
@@ -85,12 +94,12 @@ class SecretRedactor:
     @classmethod
     def from_settings(cls, settings: Settings) -> SecretRedactor:
         token = settings.backmarket_token.get_secret_value() if settings.backmarket_token else ""
-        return cls([token, *settings.api_keys])
+        return cls([token, *settings.api_keys, *_database_passwords(settings.database_url)])
 
     def redact(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
-        return text
+        return _CREDENTIAL_PATTERN.sub(lambda match: match.group(1) + REDACTED, text)
 
     def redact_value(self, value: object) -> object:
         """Redacts inside strings, dicts and lists, keeping their shape for the JSON line."""
@@ -103,6 +112,15 @@ class SecretRedactor:
         if isinstance(value, list | tuple | set | frozenset):
             return [self.redact_value(item) for item in value]
         return self.redact(str(value))
+
+
+def _database_passwords(url: str) -> list[str]:
+    """DATABASE_URL's password as written (percent-encoded) and decoded."""
+    try:
+        written = urllib.parse.urlsplit(url).password
+    except ValueError:
+        return []
+    return [written, urllib.parse.unquote(written)] if written else []
 
 
 class RedactSecretsFilter(logging.Filter):
@@ -239,14 +257,44 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> lo
     root.addHandler(handler)
     root.setLevel(settings.log_level)
 
+    _route_library_loggers()
+    # The Back Market client logs each call itself (at DEBUG); httpx's INFO line per call is noise.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    return handler
+
+
+@contextmanager
+def logs_written_to(stream: TextIO) -> Iterator[None]:
+    """Lines of `configure_logging`'s handler go to `stream` inside the block (the command
+    line's progress bar writes them above itself)."""
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, _StockSyncHandler)]
+    previous = [(handler, handler.setStream(stream)) for handler in handlers]
+    try:
+        yield
+    finally:
+        for handler, earlier in previous:
+            if earlier is not None:
+                handler.setStream(earlier)
+
+
+def reroute_library_loggers() -> None:
+    """Send uvicorn's and APScheduler's lines to this module's handler again.
+
+    For the app's start: a uvicorn configured in the same process after `configure_logging`
+    (the demo's simulator, a `log_config`) gives its loggers handlers and levels of its own.
+    Does nothing when `configure_logging` has not run (tests that leave logging to pytest).
+    """
+    if any(isinstance(handler, _StockSyncHandler) for handler in logging.getLogger().handlers):
+        _route_library_loggers()
+
+
+def _route_library_loggers() -> None:
     for name in THIRD_PARTY_LOGGERS:
         third_party = logging.getLogger(name)
         third_party.handlers.clear()
         third_party.propagate = True
         third_party.setLevel(logging.NOTSET)
-    # The Back Market client logs each call itself (at DEBUG); httpx's INFO line per call is noise.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    return handler
+        third_party.disabled = False
 
 
 def _is_terminal(stream: TextIO) -> bool:

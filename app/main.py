@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.config import Settings, get_settings
 from app.deps import require_api_key
 from app.errors import install_error_handlers
-from app.logs import RequestIdMiddleware
+from app.logs import RequestIdMiddleware, configure_logging, reroute_library_loggers
 from app.routers import health, metrics, sync, variations
 from app.wiring import open_container, start_background, stop_background
 
@@ -25,6 +25,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        reroute_library_loggers()
         async with open_container(settings, backmarket_http=backmarket_http) as container:
             app.state.container = container
             await start_background(container)
@@ -58,12 +59,15 @@ def create_app(
 
 
 def app_factory() -> FastAPI:
-    """For `uvicorn --factory app.main:app_factory`: settings are read when the server starts."""
-    return create_app()
+    """For `uvicorn --factory app.main:app_factory`: settings are read when the server starts,
+    and LOG_FORMAT / LOG_LEVEL replace uvicorn's own logging set-up (it has run by then)."""
+    settings = get_settings()
+    configure_logging(settings)
+    return create_app(settings)
 
 
 def __getattr__(name: str) -> FastAPI:
     # `uvicorn app.main:app` works, yet importing this module builds nothing.
     if name == "app":
-        return create_app()
+        return app_factory()
     raise AttributeError(name)

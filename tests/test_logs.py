@@ -6,16 +6,24 @@ import asyncio
 import io
 import json
 import logging
+import os
 import re
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
+from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import ConfigurationError, Settings, load_settings
 from app.logs import (
@@ -27,6 +35,12 @@ from app.logs import (
     log_context,
     reset_log_context,
 )
+from app.main import create_app
+from simulator.app import create_simulator_app
+from simulator.config import SimulatorConfig
+from tests.sync.support import link
+
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 TOKEN = "bm-token-5f1c9e0a7d"
 API_KEYS = ["key-alpha-1234", "key-beta-5678"]
@@ -367,3 +381,174 @@ async def test_request_id_middleware_makes_a_new_id_when_none_usable_is_given(
     assert re.fullmatch(r"[0-9a-f]{32}", request_id)
     assert second.headers["X-Request-ID"] != request_id
     assert json_lines(stream)[0]["request_id"] == request_id
+
+
+def test_the_database_password_and_any_credential_header_never_appear() -> None:
+    stream = configure(
+        database_url="mysql+aiomysql://stock:p%40ss-w0rd-9@db.internal:3306/backoffice"
+    )
+
+    log.info("connecting to %s", "mysql+aiomysql://stock:p%40ss-w0rd-9@db.internal:3306/backoffice")
+    log.warning("access denied for user stock with password p@ss-w0rd-9")
+    log.info("forwarded headers %s", {"Authorization": "Bearer someone-elses-token-1"})
+    log.info("X-API-Key: not-one-of-ours-5678 rejected")
+
+    output = stream.getvalue()
+    for secret in ["p%40ss-w0rd-9", "p@ss-w0rd-9", "someone-elses-token-1", "not-one-of-ours-5678"]:
+        assert secret not in output
+    messages = [line["message"] for line in json_lines(stream)]
+    assert (
+        messages[0] == "connecting to mysql+aiomysql://stock:[redacted]@db.internal:3306/backoffice"
+    )
+    assert messages[2] == "forwarded headers {'Authorization': 'Bearer [redacted]'}"
+    assert messages[3] == "X-API-Key: [redacted] rejected"
+
+
+async def test_a_sync_and_an_addition_log_their_ids_and_never_a_secret(
+    db_url: str, engine: AsyncEngine
+) -> None:
+    """The real flows, through the handler `configure_logging` installs, at DEBUG."""
+    stream = configure(
+        database_url=db_url,
+        backmarket_base_url="http://bm.test",
+        log_level="DEBUG",
+        sync_interval_minutes=0,
+        order_sync_interval_seconds=0,
+        run_migrations_on_startup=False,
+        backmarket_requests_per_10s=10_000,
+    )
+    settings = make_settings(
+        database_url=db_url,
+        backmarket_base_url="http://bm.test",
+        sync_interval_minutes=0,
+        order_sync_interval_seconds=0,
+        run_migrations_on_startup=False,
+        backmarket_requests_per_10s=10_000,
+    )
+    simulator_app = create_simulator_app(SimulatorConfig(listings=60, seed=7, token=TOKEN))
+    linked = await link(engine, simulator_app.state.sim, 0)
+    backmarket_http = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=simulator_app), base_url=settings.backmarket_base_url
+    )
+    app = create_app(settings, backmarket_http=backmarket_http)
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        synced = await http.post(
+            "/sync/bulk",
+            params={"wait": "true"},
+            headers={"Authorization": f"Bearer {API_KEYS[0]}", "X-Request-ID": "req-sync-1"},
+        )
+        added = await http.post(
+            f"/variations/{linked.variation_id}/add-quantity",
+            json={"quantity": 2},
+            headers={"X-API-Key": API_KEYS[1], "Idempotency-Key": "idem-logs-1"},
+        )
+        refused = await http.get("/sync/runs", headers={"Authorization": "Bearer wrong-key-42x"})
+        # A careless line is scrubbed too.
+        log.debug("settings at start: %s", settings.model_dump(mode="json"))
+        log.debug("sent with %s", {"Authorization": f"Basic {TOKEN}"})
+    await backmarket_http.aclose()
+
+    assert synced.status_code == 200, synced.text
+    assert added.status_code == 200, added.text
+    assert refused.status_code == 401
+    run_id = synced.json()["run"]["id"]
+    lines = json_lines(stream)
+    started = [line for line in lines if line.get("event") == "bulk_sync_started"]
+    finished = [line for line in lines if line.get("event") == "bulk_sync_finished"]
+    assert [(line["run_id"], line["request_id"]) for line in started + finished] == [
+        (run_id, "req-sync-1"),
+        (run_id, "req-sync-1"),
+    ]
+    assert finished[0]["status"] == "completed"
+    assert finished[0]["listings"] == 60
+    assert finished[0]["updated"] == 1
+    addition_lines = [line for line in lines if line.get("idempotency_key") == "idem-logs-1"]
+    assert addition_lines
+    assert all("run_id" not in line for line in addition_lines)
+    output = stream.getvalue()
+    for secret in [TOKEN, *API_KEYS, "wrong-key-42x"]:
+        assert secret not in output
+    assert "[redacted]" in output
+
+
+async def test_the_apps_start_brings_uvicorns_loggers_back_to_the_handler(
+    db_url: str, engine: AsyncEngine
+) -> None:
+    """`serve --demo`: the simulator's uvicorn configures its loggers after the command line did."""
+    stream = configure()
+    uvicorn.Config(FastAPI(), log_level="warning", access_log=False)
+    app = create_app(
+        make_settings(
+            database_url=db_url,
+            sync_interval_minutes=0,
+            order_sync_interval_seconds=0,
+            run_migrations_on_startup=False,
+        )
+    )
+
+    async with LifespanManager(app):
+        logging.getLogger("uvicorn.error").info("Uvicorn running on probe")
+        logging.getLogger("uvicorn.access").info("GET /probe")
+
+    messages = {str(line["logger"]): line["message"] for line in json_lines(stream)}
+    assert messages["uvicorn.error"] == "Uvicorn running on probe"
+    assert messages["uvicorn.access"] == "GET /probe"
+
+
+def test_uvicorn_started_on_app_main_writes_every_line_as_json(tmp_path: Path) -> None:
+    """`uvicorn app.main:app` (no CLI): uvicorn's own lines, the app's and APScheduler's."""
+    environment = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'served.db'}",
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        "BACKMARKET_TOKEN": TOKEN,
+        "API_KEYS": ",".join(API_KEYS),
+        "SYNC_INTERVAL_MINUTES": "0",
+        "ORDER_SYNC_INTERVAL_SECONDS": "0",
+    }
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    errors = (tmp_path / "stderr.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)],
+        cwd=REPOSITORY,
+        env=environment,
+        stdout=errors,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        for _ in range(300):
+            assert server.poll() is None, (tmp_path / "stderr.log").read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        answer = httpx.get(
+            f"http://127.0.0.1:{port}/sync/runs",
+            headers={"Authorization": f"Bearer {API_KEYS[0]}", "X-Request-ID": "req-served"},
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        errors.close()
+
+    assert answer.status_code == 200
+    output = (tmp_path / "stderr.log").read_text()
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]
+    loggers = {str(line["logger"]) for line in lines}
+    assert {"uvicorn.error", "uvicorn.access", "apscheduler.scheduler"} <= loggers
+    assert any(
+        line["logger"] == "uvicorn.access"
+        and "GET /sync/runs" in str(line["message"])
+        and line["request_id"] == "req-served"
+        for line in lines
+    )
+    assert all("color_message" not in line for line in lines)
+    for secret in [TOKEN, *API_KEYS]:
+        assert secret not in output

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from datetime import UTC, datetime, timedelta
 
+import sqlalchemy as sa
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client import Gauge
 
 from app.services.context import ServiceContext
 from app.services.orders import status
@@ -17,6 +20,12 @@ log = logging.getLogger(__name__)
 
 JOB_ID = "stock_sync:orders:watch"
 SHUTDOWN_GRACE_SECONDS = 5.0
+
+LAG_SECONDS = Gauge(
+    "orders_watcher_lag_seconds",
+    "Seconds since the start of the orders watcher's last successful poll (NaN until one is "
+    "seen); failed polls do not reset it. Set when /metrics is scraped.",
+)
 
 
 class OrdersWatcher:
@@ -28,6 +37,9 @@ class OrdersWatcher:
         self.overlap = timedelta(seconds=ctx.settings.order_sync_overlap_seconds)
         self._scheduled: asyncio.Task[PollOutcome | None] | None = None
         self._stopping = False
+        # The start of the newest successful poll seen, this process's or (in the database)
+        # another's: the database keeps only the last poll, which may have failed.
+        self._last_success_at: datetime | None = None
 
     @property
     def enabled(self) -> bool:
@@ -35,7 +47,10 @@ class OrdersWatcher:
 
     async def poll(self) -> PollOutcome | None:
         """One poll now; None when another process is polling."""
-        return await poll_orders(self.ctx, overlap=self.overlap)
+        outcome = await poll_orders(self.ctx, overlap=self.overlap)
+        if outcome is not None and outcome.error is None:
+            self._saw_success(outcome.at)
+        return outcome
 
     async def _scheduled_poll(self) -> None:
         if self._stopping:
@@ -84,9 +99,9 @@ class OrdersWatcher:
     async def status(self) -> status.WatcherStatus:
         row = await status.read_watch(self.ctx.engine)
         last_poll = status.last_poll_of(row)
-        lag = None
-        if last_poll is not None and last_poll.at is not None:
-            lag = round((datetime.now(UTC) - last_poll.at).total_seconds(), 3)
+        if last_poll is not None and last_poll.at is not None and last_poll.error is None:
+            self._saw_success(last_poll.at)
+        lag = self._lag_seconds()
         return status.WatcherStatus(
             enabled=self.enabled,
             interval_seconds=self.interval_seconds,
@@ -97,3 +112,25 @@ class OrdersWatcher:
             last_poll=last_poll,
             lag_seconds=lag,
         )
+
+    async def update_lag_metric(self) -> None:
+        """Set `orders_watcher_lag_seconds` for a scrape, from the database when it answers
+        (another process may be the one polling), else from this process's own polls."""
+        try:
+            lag = (await self.status()).lag_seconds
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            log.debug("orders watcher lag from this process's polls only: %s", exc)
+            lag = self._lag_seconds()
+        LAG_SECONDS.set(math.nan if lag is None else lag)
+
+    def _saw_success(self, at: datetime) -> None:
+        # Polls stamp naive UTC (the columns' form); the status answers aware UTC.
+        at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+        if self._last_success_at is None or at > self._last_success_at:
+            self._last_success_at = at
+
+    def _lag_seconds(self) -> float | None:
+        """Seconds since the start of the last successful poll seen (None before one)."""
+        if self._last_success_at is None:
+            return None
+        return round((datetime.now(UTC) - self._last_success_at).total_seconds(), 3)

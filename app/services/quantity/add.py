@@ -20,6 +20,7 @@ import re
 from prometheus_client import Counter
 
 from app.errors import Conflict, DomainError, InvalidRequest
+from app.logs import bind_log_context, reset_log_context
 from app.services.context import ServiceContext
 from app.services.locks import LockBusy, hold_variation
 from app.services.marketplaces import BACKMARKET_MARKETPLACE_ID
@@ -78,6 +79,8 @@ async def add_quantity(
     Retry-After), UpstreamFailed (Back Market failed; nothing recorded as applied),
     UpstreamOutcomeUnknown (sent, no answer: may or may not be applied).
     """
+    # Every line of this addition (client calls, the record) carries its key.
+    log_ids = bind_log_context(idempotency_key=idempotency_key)
     try:
         check_added_quantity(quantity, limit=ctx.settings.add_quantity_limit)
         if idempotency_key is not None and (problem := idempotency.key_problem(idempotency_key)):
@@ -124,6 +127,8 @@ async def add_quantity(
     except DomainError as exc:
         ADD_QUANTITY_OUTCOMES.labels(outcome=_refusal_outcome(exc)).inc()
         raise
+    finally:
+        reset_log_context(log_ids)
     ADD_QUANTITY_OUTCOMES.labels(outcome=outcome).inc()
     return result
 

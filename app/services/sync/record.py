@@ -149,5 +149,25 @@ class RunRecorder:
             await runs.save_run(conn, run=run)
         RUNS_TOTAL.labels(run.trigger, run.status).inc()
         RUN_DURATION.labels(run.status).observe(run.duration_seconds)
-        log.info("bulk sync run %d %s", run.id, run.summary)
+        log.info(
+            "bulk sync run %d %s",
+            run.id,
+            run.summary,
+            extra={
+                "event": "bulk_sync_finished",
+                "status": run.status,
+                "dry_run": run.dry_run,
+                "pages": run.pages_fetched,
+                "pages_expected": run.pages_expected,
+                "api_calls": run.api_calls,
+                "listings": run.listings_seen,
+                "matched": run.matched,
+                "updated": run.updated,
+                "unchanged": run.unchanged,
+                "skipped_newer": run.skipped_newer,
+                "unknown_listings": run.unknown_listings,
+                "errors": len(run.errors),
+                "duration_seconds": run.duration_seconds,
+            },
+        )
         self.report()

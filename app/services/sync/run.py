@@ -15,13 +15,20 @@ from contextlib import AsyncExitStack, aclosing
 from datetime import timedelta
 
 from app.db import transaction
+from app.logs import log_context
 from app.services.context import ServiceContext
 from app.services.locks import HeldLock, LockBusy, LockLost
 from app.services.marketplaces import check_marketplace, marketplace_name
 from app.services.sync import runs
 from app.services.sync.batch import BatchWriter
 from app.services.sync.clock import SNAPSHOT_SAFETY_MARGIN, measure_snapshot_clock
-from app.services.sync.intake import QUEUE_PAGES, PageIntake, PageQueue, fetch_market
+from app.services.sync.intake import (
+    QUEUE_DEPTH,
+    QUEUE_PAGES,
+    PageIntake,
+    PageQueue,
+    fetch_market,
+)
 from app.services.sync.options import SyncOptions
 from app.services.sync.record import ProgressCallback, RunRecorder, RunState
 from app.services.sync.runs import Run
@@ -73,6 +80,8 @@ async def run_bulk_sync(
                 dry_run=options.dry_run,
                 markets=markets,
             )
+        # Every line of the run, its page fetchers' included, carries its id.
+        stack.enter_context(log_context(run_id=run.id))
         log.info(
             "bulk sync run %d started (%s, marketplace %d, markets %s%s)",
             run.id,
@@ -80,6 +89,13 @@ async def run_bulk_sync(
             marketplace_id,
             ",".join(markets),
             ", dry run" if options.dry_run else "",
+            extra={
+                "event": "bulk_sync_started",
+                "trigger": options.trigger.value,
+                "marketplace_id": marketplace_id,
+                "markets": markets,
+                "dry_run": options.dry_run,
+            },
         )
         if on_started is not None:
             on_started(run.model_copy(deep=True))
@@ -156,6 +172,7 @@ class _BulkSync:
             )
         finally:
             await _stop_tasks(fetchers)
+            QUEUE_DEPTH.set(0)
         return self.state.run.model_copy(deep=True)
 
 
