@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -130,34 +130,6 @@ def html(status: int) -> httpx.Response:
         text="<!DOCTYPE html><html>Just a moment...</html>",
         headers={"content-type": "text/html"},
     )
-
-
-@pytest.fixture
-def router() -> respx.Router:
-    return respx.Router(base_url=BASE, assert_all_called=False)
-
-
-@pytest.fixture
-def fake_time() -> FakeTime:
-    return FakeTime()
-
-
-@pytest.fixture
-async def http(router: respx.Router) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=BASE, transport=httpx.MockTransport(router.async_handler)
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-def make_client(http: httpx.AsyncClient, fake_time: FakeTime) -> Callable[..., BackMarketClient]:
-    def build(**overrides: Any) -> BackMarketClient:
-        return BackMarketClient(
-            client_settings(**overrides), http=http, sleep=fake_time.sleep, clock=fake_time.clock
-        )
-
-    return build
 
 
 async def read_feed(

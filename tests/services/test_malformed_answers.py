@@ -6,7 +6,7 @@ sleeps.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -27,40 +27,11 @@ from tests.services.test_backmarket_client import (
     FakeCatalogue,
     FakeTime,
     answer,
-    client_settings,
     listing_json,
     read_feed,
 )
 
 ERROR_BODY_200 = {"error": {"code": "E008", "message": "Internal error"}, "requestId": "r-1"}
-
-
-@pytest.fixture
-def router() -> respx.Router:
-    return respx.Router(base_url=BASE, assert_all_called=False)
-
-
-@pytest.fixture
-def fake_time() -> FakeTime:
-    return FakeTime()
-
-
-@pytest.fixture
-async def http(router: respx.Router) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=BASE, transport=httpx.MockTransport(router.async_handler)
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-def make_client(http: httpx.AsyncClient, fake_time: FakeTime) -> Callable[..., BackMarketClient]:
-    def build(**overrides: Any) -> BackMarketClient:
-        return BackMarketClient(
-            client_settings(**overrides), http=http, sleep=fake_time.sleep, clock=fake_time.clock
-        )
-
-    return build
 
 
 def page_body(
