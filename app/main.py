@@ -11,7 +11,8 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.config import Settings, get_settings
 from app.deps import require_api_key
-from app.errors import install_error_handlers
+from app.errors import error_responses, install_error_handlers
+from app.http_limits import BodySizeLimitMiddleware
 from app.logs import RequestIdMiddleware, configure_logging, reroute_library_loggers
 from app.routers import health, metrics, sync, variations
 from app.wiring import open_container, start_background, stop_background
@@ -40,6 +41,8 @@ def create_app(
         summary="Keeps per-marketplace stock in step with Back Market.",
         lifespan=lifespan,
     )
+    # Innermost: its 413 goes out through the request-id and CORS middleware like any answer.
+    app.add_middleware(BodySizeLimitMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -51,10 +54,11 @@ def create_app(
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     protected = [Depends(require_api_key)]
+    unauthorized = error_responses({401: "API_KEYS is set and no valid key was sent"})
     app.include_router(health.router)
-    app.include_router(sync.router, dependencies=protected)
-    app.include_router(variations.router, dependencies=protected)
-    app.include_router(metrics.router, dependencies=protected)
+    app.include_router(sync.router, dependencies=protected, responses=unauthorized)
+    app.include_router(variations.router, dependencies=protected, responses=unauthorized)
+    app.include_router(metrics.router, dependencies=protected, responses=unauthorized)
     return app
 
 

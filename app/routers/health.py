@@ -18,7 +18,10 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "the database is unreachable (`database` says why)"}},
+)
 async def readyz(container: ContainerDep) -> JSONResponse:
     body: dict[str, Any] = {
         "status": "ok",

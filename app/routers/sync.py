@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from app.deps import ContainerDep, require_json_body
+from app.errors import error_responses
+from app.http_limits import INT_MAX, MAX_BODY_BYTES, MarketplaceId, RunId
 from app.models import RunTrigger
 from app.services.marketplaces import BACKMARKET_MARKETPLACE_ID
 from app.services.orders import WatcherStatus
@@ -20,7 +22,7 @@ router = APIRouter(prefix="/sync", tags=["sync"])
 class BulkSyncRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    marketplace_id: int = BACKMARKET_MARKETPLACE_ID
+    marketplace_id: MarketplaceId = BACKMARKET_MARKETPLACE_ID
     dry_run: bool = False
     import_unknown: bool = False
 
@@ -40,8 +42,14 @@ class RunList(BaseModel):
     response_model=RunEnvelope,
     responses={
         200: {"model": RunEnvelope, "description": "with wait=true: the finished run"},
-        409: {"description": "a bulk sync of that marketplace is already running (`run_id`)"},
-        422: {"description": "bad body, or a marketplace without Back Market"},
+        **error_responses(
+            {
+                409: "a bulk sync of that marketplace is already running (`run_id`)",
+                413: f"a body larger than {MAX_BODY_BYTES} bytes",
+                422: "a body that is not UTF-8 JSON of this shape (`marketplace_id` in "
+                f"1..{INT_MAX}), or a marketplace without Back Market",
+            }
+        ),
     },
 )
 async def start_bulk_sync(
@@ -64,10 +72,14 @@ async def start_bulk_sync(
     return JSONResponse(status_code=202, content={"run": started.model_dump(mode="json")})
 
 
-@router.get("/runs", response_model=RunList)
+@router.get(
+    "/runs",
+    response_model=RunList,
+    responses=error_responses({422: "`marketplace_id` or `limit` out of range"}),
+)
 async def list_runs(
     container: ContainerDep,
-    marketplace_id: int | None = None,
+    marketplace_id: MarketplaceId | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
 ) -> RunList:
     """Runs, newest first."""
@@ -75,8 +87,14 @@ async def list_runs(
     return RunList(runs=found)
 
 
-@router.get("/runs/{run_id}", response_model=RunEnvelope, responses={404: {}})
-async def get_run(container: ContainerDep, run_id: int) -> RunEnvelope:
+@router.get(
+    "/runs/{run_id}",
+    response_model=RunEnvelope,
+    responses=error_responses({404: "no such run", 422: "`run_id` out of range"}),
+)
+async def get_run(
+    container: ContainerDep, run_id: Annotated[RunId, Path(examples=[1])]
+) -> RunEnvelope:
     """One run; while it is running, its progress so far."""
     return RunEnvelope(run=await runs.get_run(container.ctx.engine, run_id=run_id))
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from app.deps import ContextDep, require_json_body
+from app.errors import error_responses
+from app.http_limits import INT_MAX, MAX_BODY_BYTES, MarketplaceId, VariationId
 from app.services.quantity import (
     MAX_BATCH_IDS,
     AddResult,
@@ -42,22 +44,32 @@ class AddQuantityBody(BaseModel):
         return quantity
 
 
-MarketplaceQuery = Annotated[int, Query(description="marketplace.id; only 1 has a live client")]
+MarketplaceQuery = Annotated[
+    MarketplaceId, Query(description="marketplace.id; only 1 has a live client")
+]
+VariationPath = Annotated[VariationId, Path(description="variation.id", examples=[1])]
 
 # The longest max_age accepted: a day.
 MAX_AGE_LIMIT_SECONDS = 86_400
 
 
+_DESCRIBED = {
+    404: "unknown variation",
+    409: "conflict (see detail and reason)",
+    413: f"a body larger than {MAX_BODY_BYTES} bytes",
+    422: (
+        f"invalid request: an id or marketplace_id outside 1..{INT_MAX}, an unknown "
+        "marketplace, or (add-quantity) a body that is not UTF-8 JSON of this shape"
+    ),
+    429: "update budget spent or Back Market rate limiting; see Retry-After",
+    502: "Back Market failed; nothing recorded as applied",
+    503: "nothing was sent: the update budget's lock was busy or the variation's lock was lost",
+    504: "update sent without answer; previous_quantity and target_quantity given",
+}
+
+
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    described = {
-        404: "unknown variation",
-        409: "conflict (see detail and reason)",
-        422: "invalid request",
-        429: "update budget spent or Back Market rate limiting; see Retry-After",
-        502: "Back Market failed; nothing recorded as applied",
-        504: "update sent without answer; previous_quantity and target_quantity given",
-    }
-    return {status: {"description": described[status]} for status in statuses}
+    return error_responses({status: _DESCRIBED[status] for status in statuses})
 
 
 # Declared before /{variation_id}/quantity so that no path parameter ever shadows it.
@@ -65,12 +77,14 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     "/quantities",
     responses={
         200: {"description": "the known variations' stored quantities, and the unknown ids"},
-        422: {
-            "description": (
-                f"no ids, more than {MAX_BATCH_IDS} distinct ids, an id that is not an "
-                "integer in 1..2147483647, or an unknown marketplace"
-            )
-        },
+        **error_responses(
+            {
+                422: (
+                    f"no ids, more than {MAX_BATCH_IDS} distinct ids, an id that is not an "
+                    f"integer in 1..{INT_MAX}, or an unknown marketplace"
+                )
+            }
+        ),
     },
 )
 async def get_quantities(
@@ -97,7 +111,7 @@ async def get_quantities(
 
 @router.get("/{variation_id}/quantity", responses=_errors(404, 409, 422))
 async def get_quantity(
-    variation_id: int,
+    variation_id: VariationPath,
     ctx: ContextDep,
     marketplace_id: MarketplaceQuery = 1,
     refresh: Annotated[bool, Query(description="read Back Market live first")] = True,
@@ -124,11 +138,11 @@ async def get_quantity(
 
 @router.post(
     "/{variation_id}/add-quantity",
-    responses=_errors(404, 409, 422, 429, 502, 504),
+    responses=_errors(404, 409, 413, 422, 429, 502, 503, 504),
     dependencies=[Depends(require_json_body)],
 )
 async def post_add_quantity(
-    variation_id: int,
+    variation_id: VariationPath,
     body: AddQuantityBody,
     ctx: ContextDep,
     marketplace_id: MarketplaceQuery = 1,

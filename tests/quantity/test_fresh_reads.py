@@ -326,7 +326,7 @@ async def test_openapi_documents_max_age_and_the_batch_read(service: Any) -> Non
     max_age = next(p for p in single["parameters"] if p["name"] == "max_age")
     assert max_age["schema"]["anyOf"][0] == {"type": "integer", "maximum": 86400, "minimum": 0}
     batch = spec["paths"]["/variations/quantities"]["get"]
-    assert set(batch["responses"]) == {"200", "422"}
+    assert set(batch["responses"]) == {"200", "401", "422"}
     assert {p["name"] for p in batch["parameters"]} == {"ids", "marketplace_id"}
 
 
