@@ -21,6 +21,8 @@ from app.services.stock import StockObservation, write_observations
 
 START_QUANTITY = 5
 VARIATION_ID = 101
+# Enough for concurrent requests to interleave in the in-process simulator (see below).
+INTERLEAVING_LATENCY_MS = 3.0
 
 
 @dataclass(frozen=True)
@@ -156,3 +158,13 @@ def update_calls(simulator: Any) -> list[dict[str, Any]]:
 
 def requests_sent(simulator: Any) -> int:
     return int(simulator.stats()["total_requests"])
+
+
+def interleave_requests(simulator: Any) -> None:
+    """Make every Back Market answer wait a few milliseconds, so concurrent requests interleave.
+
+    The in-process simulator otherwise answers without yielding to the event loop: fifty
+    "concurrent" additions would run one after another, and a test of a lock would pass with
+    the lock removed.
+    """
+    simulator.configure(latency_ms=INTERLEAVING_LATENCY_MS)

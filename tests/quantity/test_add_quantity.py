@@ -18,6 +18,7 @@ from tests.quantity.support import (
     budget_rows,
     history_rows,
     insert_variation,
+    interleave_requests,
     requests_sent,
     seed_stock,
     stock_row,
@@ -193,6 +194,7 @@ async def test_add_quantity_on_a_marketplace_without_client_is_422_and_sends_not
 async def test_fifty_concurrent_additions_of_one_all_land_in_back_market_and_in_the_database(
     service: Any, listing: LinkedListing
 ) -> None:
+    interleave_requests(service.simulator)
     responses = await asyncio.gather(
         *(
             service.http.post(add_path(listing.variation_id), json={"quantity": 1})

@@ -17,6 +17,7 @@ from tests.quantity.support import (
     LinkedListing,
     add_linked_listing,
     history_rows,
+    interleave_requests,
     key_rows,
     stock_row,
     update_calls,
@@ -80,6 +81,7 @@ async def test_same_key_with_another_body_is_409_and_sends_nothing(
 async def test_key_reused_concurrently_adds_once_and_every_repeat_gets_the_same_result(
     service: Any, listing: LinkedListing
 ) -> None:
+    interleave_requests(service.simulator)
     responses = await asyncio.gather(
         *(add(service, listing.variation_id, 2, key="double-click") for _ in range(10))
     )

@@ -22,6 +22,7 @@ from app.db import is_mysql
 from simulator.config import SimulatorConfig
 from simulator.testing import RunningSimulator
 from tests.quantity.support import (
+    INTERLEAVING_LATENCY_MS,
     START_QUANTITY,
     history_rows,
     insert_variation,
@@ -68,7 +69,9 @@ def mysql_engine(engine: AsyncEngine) -> AsyncEngine:
 
 @pytest.fixture
 async def backmarket() -> AsyncIterator[RunningSimulator]:
-    async with RunningSimulator(SimulatorConfig(listings=20, seed=7)) as simulator:
+    async with RunningSimulator(
+        SimulatorConfig(listings=20, seed=7, latency_ms=INTERLEAVING_LATENCY_MS)
+    ) as simulator:
         yield simulator
 
 

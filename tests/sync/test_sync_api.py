@@ -96,15 +96,16 @@ async def test_second_trigger_while_a_run_is_going_gets_409_with_its_run_id(
 
     # Answered before the first run has read anything: the lock and the row came before 202.
     again = await service.http.post("/sync/bulk")
-    waiting = await service.http.post("/sync/bulk", params={"wait": "true"})
-    scheduled = await run_scheduled_sync(runner=runner)
-
+    # Checked before the `wait=true` trigger, which would hang on the hold if it ran a sync.
     assert first.status_code == 202
     assert again.status_code == 409
     assert again.json() == {
         "detail": f"a bulk sync of marketplace 1 is already running (run {run_id})",
         "run_id": run_id,
     }
+    waiting = await service.http.post("/sync/bulk", params={"wait": "true"})
+    scheduled = await run_scheduled_sync(runner=runner)
+
     assert waiting.status_code == 409
     assert waiting.json()["run_id"] == run_id
     assert scheduled is None
