@@ -14,7 +14,7 @@ from app.deps import require_api_key
 from app.errors import error_responses, install_error_handlers
 from app.http_limits import BodySizeLimitMiddleware
 from app.logs import RequestIdMiddleware, configure_logging, reroute_library_loggers
-from app.routers import health, metrics, sync, variations
+from app.routers import health, metrics, status_page, sync, variations
 from app.wiring import open_container, start_background, stop_background
 
 
@@ -59,6 +59,8 @@ def create_app(
     app.include_router(sync.router, dependencies=protected, responses=unauthorized)
     app.include_router(variations.router, dependencies=protected, responses=unauthorized)
     app.include_router(metrics.router, dependencies=protected, responses=unauthorized)
+    # HTML: signs in with its own cookie (API_KEYS) and CSRF-protects its forms.
+    app.include_router(status_page.router)
     return app
 
 

@@ -1,0 +1,128 @@
+"""What the status page (`GET /`) shows, gathered from the services that own each part: the runs
+(`sync.runs`), the orders watcher, the schedule, the request budget of the Back Market client,
+the listing-update budget and, when asked, one variation's stock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import REGISTRY
+
+from app.models import RunStatus
+from app.services.backmarket.budget import BudgetSnapshot, CallKind
+from app.services.context import ServiceContext
+from app.services.orders import OrdersWatcher, WatcherStatus
+from app.services.quantity.update_budget import BudgetStatus, budget_status
+from app.services.sync import runs
+from app.services.sync.runs import Run
+from app.services.variation_stock import VariationStock, read_variation_stock
+
+RECENT_RUNS = 10
+# The watcher is late when its last successful poll is older than this many intervals (the
+# README's alert threshold).
+LATE_AFTER_INTERVALS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RunProgress:
+    """The running run's pace: pages per second since its start, and the time left at that pace."""
+
+    run: Run
+    elapsed_seconds: float
+    pages_per_second: float | None
+    eta_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallKindUse:
+    """One kind of Back Market call: waiting for a send slot now, and since the process started
+    the requests granted and their mean wait for a slot."""
+
+    kind: str
+    waiting: int
+    granted: int
+    mean_wait_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusPage:
+    running: RunProgress | None
+    runs: list[Run]
+    watcher: WatcherStatus
+    watcher_late: bool
+    schedule: dict[str, Any]
+    request_budget: BudgetSnapshot
+    request_budget_by_kind: list[CallKindUse]
+    request_budget_paused_seconds: float
+    update_budget: BudgetStatus
+    variation: VariationStock | None
+
+
+async def read_status_page(
+    ctx: ServiceContext,
+    *,
+    watcher: OrdersWatcher,
+    schedule: dict[str, Any],
+    variation_id: int | None = None,
+    now: datetime | None = None,
+) -> StatusPage:
+    now = now or datetime.now(UTC)
+    recent = await runs.list_runs(ctx.engine, marketplace_id=None, limit=RECENT_RUNS)
+    watcher_status = await watcher.status()
+    snapshot = ctx.backmarket.budget_snapshot()
+    return StatusPage(
+        running=_progress(recent, now=now),
+        runs=recent,
+        watcher=watcher_status,
+        watcher_late=_watcher_late(watcher_status),
+        schedule=schedule,
+        request_budget=snapshot,
+        request_budget_by_kind=_use_by_kind(snapshot),
+        request_budget_paused_seconds=ctx.backmarket.paused_for(),
+        update_budget=await budget_status(
+            ctx.engine, limit=ctx.settings.backmarket_updates_per_hour
+        ),
+        variation=None
+        if variation_id is None
+        else await read_variation_stock(ctx.engine, variation_id=variation_id),
+    )
+
+
+def _progress(recent: list[Run], *, now: datetime) -> RunProgress | None:
+    running = next((run for run in recent if run.status == RunStatus.RUNNING.value), None)
+    if running is None:
+        return None
+    elapsed = max(0.0, (now - running.started_at).total_seconds())
+    rate = running.pages_fetched / elapsed if elapsed > 0 and running.pages_fetched else None
+    left = running.pages_expected - running.pages_fetched
+    eta = left / rate if rate and running.pages_expected and left >= 0 else None
+    return RunProgress(run=running, elapsed_seconds=elapsed, pages_per_second=rate, eta_seconds=eta)
+
+
+def _watcher_late(status: WatcherStatus) -> bool:
+    if not status.enabled:
+        return False
+    if status.lag_seconds is None:
+        return status.last_poll is not None
+    return status.lag_seconds > LATE_AFTER_INTERVALS * status.interval_seconds
+
+
+def _use_by_kind(snapshot: BudgetSnapshot) -> list[CallKindUse]:
+    """Waiters from the snapshot; granted requests and their waits from the budget's own
+    histogram (`backmarket_budget_wait_seconds`), this process's since it started."""
+    uses = []
+    for kind in CallKind:
+        labels = {"kind": kind.label}
+        granted = REGISTRY.get_sample_value("backmarket_budget_wait_seconds_count", labels) or 0
+        waited = REGISTRY.get_sample_value("backmarket_budget_wait_seconds_sum", labels) or 0.0
+        uses.append(
+            CallKindUse(
+                kind=kind.label,
+                waiting=snapshot["waiting"].get(kind.label, 0),
+                granted=int(granted),
+                mean_wait_seconds=waited / granted if granted else None,
+            )
+        )
+    return uses
