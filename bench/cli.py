@@ -65,7 +65,7 @@ def sizes(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Run the benchmarks of issue 6 and write BENCHMARKS.md.",
+        description="Run the benchmarks (issues 6, 10 and 11) and write BENCHMARKS.md.",
     )
     parser.add_argument(
         "--smoke",

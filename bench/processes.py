@@ -175,6 +175,11 @@ class Simulator(ManagedProcess):
         body = await self._control("GET", f"/listings/{ref}/quantity")
         return int(body["quantity"])
 
+    async def place_order(self, ref: str | int, *, units: int) -> int:
+        """A customer order of `units` of one listing, paid; the listing's quantity left."""
+        body = await self._control("POST", f"/listings/{ref}/orders", json={"units": units})
+        return int(body["quantity"])
+
 
 def spawn_simulator(options: SimulatorOptions, *, logs: Path) -> Simulator:
     """Start `python -m simulator`; `await simulator.wait_ready()` before using it."""

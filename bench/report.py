@@ -120,7 +120,8 @@ def render_markdown(
         "machine; `python -m bench` without the million-listing run, `--scenario N` for one "
         f"scenario). This file was last written by `{command}`; raw figures in "
         f"[`{relative(json_path)}`]({relative(json_path)}). "
-        "Issue 6 sets the scenarios and targets.",
+        "Issue 6 sets scenarios 1-6 and their targets; issue 10 scenario 7 (fresh stock), "
+        "issue 11 scenario 8 (load).",
         "",
         "How it measures:",
         "",

@@ -1,4 +1,4 @@
-"""The benchmark harness at smoke size: every scenario of issue 6 runs, and its correctness
+"""The benchmark harness at smoke size: every scenario (issues 6, 10, 11) runs, and its correctness
 checks hold (call counts, stock equal to the simulator's, each addition applied once).
 
 No timing is asserted here; the figures live in BENCHMARKS.md (`python -m bench`).
@@ -30,7 +30,7 @@ def test_bench_smoke_runs_every_scenario_and_its_checks_pass(tmp_path: Path) -> 
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output[-6000:]
     report = (tmp_path / "BENCHMARKS.md").read_text()
-    for number in range(1, 7):
+    for number in range(1, 9):
         assert f"## {number}. " in report
     assert (tmp_path / "results" / "latest.json").is_file()
     if can_plot():

@@ -1,4 +1,4 @@
-"""The six scenarios of issue 6, by number; each builds its own fresh stack."""
+"""The scenarios of issues 6, 10 and 11, by number; each builds its own fresh stack."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from bench.scenarios import (
     s4_rate_limit,
     s5_add_quantity,
     s6_refresh_overhead,
+    s7_fresh_stock,
+    s8_read_load,
 )
 
 Scenario = Callable[[BenchContext], Awaitable[ScenarioResult]]
@@ -24,4 +26,6 @@ SCENARIOS: dict[int, tuple[str, Scenario]] = {
     4: ("Under the rate limit", s4_rate_limit.run),
     5: ("Add-quantity under contention", s5_add_quantity.run),
     6: ("Refresh overhead", s6_refresh_overhead.run),
+    7: ("Fresh stock under the rate limit", s7_fresh_stock.run),
+    8: ("Reads under load during a bulk sync", s8_read_load.run),
 }

@@ -22,6 +22,8 @@ RSS_LIMIT_MIB = 300.0
 RSS_TARGET_SIZE = 100_000
 SCALE_LIMIT = 12.0
 FLOOR_SHARE = 0.5
+# The orders watcher would share the client and the database with the sync being measured.
+WATCHER_OFF = {"ORDER_SYNC_INTERVAL_SECONDS": "0"}
 
 
 async def fetch_alone(base_url: str) -> int:
@@ -108,7 +110,8 @@ async def run(context: BenchContext) -> ScenarioResult:
         title="Scale",
         setup=(
             "Simulator latency 0, no rate limit (client budget 10,000/10 s, the most the service "
-            "accepts). Each repetition: stock reset, `POST /sync/bulk?wait=true` (total); the "
+            "accepts), orders watcher off (`ORDER_SYNC_INTERVAL_SECONDS=0`). Each repetition: "
+            "stock reset, `POST /sync/bulk?wait=true` (total); the "
             "rows it wrote upserted again by the floor after another reset; then the fetch alone "
             "(every page through `BackMarketClient.iter_listing_pages`, nothing written, in the "
             "harness's process). Write phase = total - fetch alone. Floor = plain multi-row "
@@ -121,7 +124,11 @@ async def run(context: BenchContext) -> ScenarioResult:
     for backend in context.backends():
         for listings in sizes_for(context, backend):
             async with stack(
-                context, name=f"s3_{backend}_{listings}", listings=listings, backend=backend
+                context,
+                name=f"s3_{backend}_{listings}",
+                listings=listings,
+                backend=backend,
+                service_env=WATCHER_OFF,
             ) as s:
                 repeats = context.options.repeats(slow=listings >= MILLION)
                 points.append(
