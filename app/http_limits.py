@@ -15,12 +15,11 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.models import BIGINT_MAX, INT_MAX
+
 # INT: variation.id, and marketplace_id in stock_sync_logs, marketplace_stock_history and
 # idempotency_keys (marketplace.id is a BIGINT, but a run or a change could not record more).
-INT_MAX = 2**31 - 1
-# BIGINT: stock_sync_logs.id (unsigned on MySQL; SQLite's INTEGER is signed 64-bit).
-BIGINT_MAX = 2**63 - 1
-
+# BIGINT: stock_sync_logs.id.
 VariationId = Annotated[int, Field(ge=1, le=INT_MAX)]
 MarketplaceId = Annotated[int, Field(ge=1, le=INT_MAX)]
 RunId = Annotated[int, Field(ge=1, le=BIGINT_MAX)]

@@ -33,6 +33,11 @@ class ChangeType(enum.StrEnum):
     ORDER_SYNC = "order_sync"
 
 
+# The largest values of the id columns: INT (variation.id, marketplace_id in the service's
+# tables) and BIGINT (stock_sync_logs.id; SQLite's INTEGER is signed 64-bit).
+INT_MAX = 2**31 - 1
+BIGINT_MAX = 2**63 - 1
+
 SEED_CHANGE_TYPES = (
     "order_created",
     "order_completed",

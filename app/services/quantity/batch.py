@@ -13,14 +13,13 @@ from collections.abc import Iterable
 from pydantic import BaseModel, Field
 
 from app.errors import InvalidRequest
+from app.models import INT_MAX
 from app.services.context import ServiceContext
 from app.services.marketplaces import BACKMARKET_MARKETPLACE_ID
 from app.services.quantity.schemas import Quantity
 from app.services.quantity.stored import read_stored_many
 
 MAX_BATCH_IDS = 200
-# `variation.id` is an INT column.
-MAX_VARIATION_ID = 2_147_483_647
 
 _INTEGER = re.compile(r"-?[0-9]+")
 
@@ -62,8 +61,8 @@ def parse_variation_ids(values: Iterable[str]) -> list[int]:
             if not _INTEGER.fullmatch(item):
                 raise InvalidRequest(f"ids: {item[:40]!r} is not an integer")
             number = int(item)
-            if not 1 <= number <= MAX_VARIATION_ID:
-                raise InvalidRequest(f"ids: {item[:40]} is out of range 1..{MAX_VARIATION_ID}")
+            if not 1 <= number <= INT_MAX:
+                raise InvalidRequest(f"ids: {item[:40]} is out of range 1..{INT_MAX}")
             ids[number] = None
             if len(ids) > MAX_BATCH_IDS:
                 raise InvalidRequest(
