@@ -9,6 +9,7 @@ cookie (double submit); the token needs no server secret, so it holds across wor
 
 from __future__ import annotations
 
+import logging
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ import jinja2
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.deps import ContainerDep
 from app.errors import Conflict
@@ -30,6 +32,7 @@ from app.services.status_page import read_status_page
 from app.services.sync import SyncOptions
 
 router = APIRouter(include_in_schema=False)
+logger = logging.getLogger(__name__)
 
 KEY_COOKIE = "stock_sync_key"
 CSRF_COOKIE = "stock_sync_csrf"
@@ -64,12 +67,26 @@ async def status_page(request: Request, container: ContainerDep) -> Response:
         return _login_page(request, message=None)
     lookup = request.query_params.get("variation", "").strip()
     variation_id = _positive_int(lookup)
-    page = await read_status_page(
-        container.ctx,
-        watcher=container.watcher,
-        schedule=container.scheduler.info(),
-        variation_id=variation_id,
-    )
+    try:
+        page = await read_status_page(
+            container.ctx,
+            watcher=container.watcher,
+            schedule=container.scheduler.info(),
+            variation_id=variation_id,
+        )
+    except SQLAlchemyError as exc:
+        # What an operator opens when something is wrong: say so rather than answer a bare 500.
+        logger.warning("status page: the database does not answer: %s", exc)
+        return _render(
+            request,
+            "message.html",
+            {
+                "title": "Database unreachable",
+                "message": "The service cannot read its database "
+                f"({type(exc).__name__}); /readyz says why. Reload this page in a moment.",
+            },
+            status_code=503,
+        )
     refresh_url = "/?" + urlencode({"variation": lookup}) if lookup else "/"
     return _render(
         request,

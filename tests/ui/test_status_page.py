@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import html
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ import pytest
 from app.models import RunTrigger
 from app.routers.status_page import CSRF_COOKIE, KEY_COOKIE
 from app.services.sync import runs
+from tests.api.test_health import running_service, service_settings, unused_tcp_port
 from tests.sync.support import link, wait_for_run
 
 API_KEY = "page-key-0123456789"
@@ -276,3 +278,21 @@ async def test_look_up_of_an_unknown_or_invalid_variation_says_so(
     assert message in page.text
     assert "<script>x" not in page.text
     assert f'value="{html.escape(asked)}"' in page.text
+
+
+@pytest.mark.parametrize("backend", ["mysql", "sqlite"])
+async def test_page_says_the_database_is_unreachable_with_a_503(
+    backend: str, tmp_path: Path
+) -> None:
+    if backend == "mysql":
+        url = f"mysql+aiomysql://root@127.0.0.1:{unused_tcp_port()}/stock_sync"
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'stock_sync.db'}"
+
+    async with running_service(service_settings(url)) as client:
+        page = await client.get("/")
+
+    assert page.status_code == 503
+    assert page.headers["content-type"].startswith("text/html")
+    assert "Database unreachable" in page.text
+    assert "OperationalError" in page.text
