@@ -5,8 +5,9 @@ and every answer matches its documented schema and media type.
 Each operation is fuzzed in both of schemathesis's generation modes: valid inputs (within the
 documented bounds) and invalid ones (past them, wrong types, bodies that break the schema).
 A fixed seed keeps the inputs the same from one run to the next; `FUZZ_SEED=<n>` in the
-environment explores others. (schemathesis's own pytest plugin does not run under pytest 9,
-so the operations' Hypothesis strategies are driven here directly.)
+environment explores others, and `FUZZ_EXAMPLES=<n>` (default 30 per operation and mode)
+searches longer. (schemathesis's own pytest plugin does not run under pytest 9, so the
+operations' Hypothesis strategies are driven here directly.)
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from simulator.config import SimulatorConfig
 from tests.conftest import empty_tables
 
 FUZZ_SEED = int(os.environ.get("FUZZ_SEED", "20261128"))
-EXAMPLES_PER_OPERATION = 30
+# CI runs a bounded number; `FUZZ_EXAMPLES=<n>` runs a longer search on demand.
+EXAMPLES_PER_OPERATION = int(os.environ.get("FUZZ_EXAMPLES", "30"))
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
