@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from app.config import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Execution option of a connection that only reads (see `reading`).
+READ_ONLY = "stock_sync_read_only"
 CONFLICT_ATTEMPTS = 3
 
 T = TypeVar("T")
@@ -55,6 +57,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
+        if connection.get_execution_options().get(READ_ONLY):
+            # Reads only: a snapshot of the last commit (WAL), never waiting for a writer.
+            connection.exec_driver_sql("BEGIN DEFERRED")
+            return
         # A deferred transaction that reads then writes fails with SQLITE_BUSY when another
         # writer committed in between; IMMEDIATE takes the write lock up front and waits instead.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -81,6 +87,15 @@ def is_retryable_conflict(exc: BaseException) -> bool:
 
 def is_mysql(engine: AsyncEngine | AsyncConnection) -> bool:
     return engine.dialect.name in ("mysql", "mariadb")
+
+
+@asynccontextmanager
+async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads only. On SQLite its transaction is deferred, so a read during a
+    bulk sync answers from the last commit instead of queueing behind the sync's write
+    transactions; on MySQL/MariaDB (READ COMMITTED, no read locks) it is a plain connection."""
+    async with engine.connect() as conn:
+        yield await conn.execution_options(**{READ_ONLY: True})
 
 
 @asynccontextmanager

@@ -1,12 +1,15 @@
-"""The engine helpers: retrying a write that lost a lock conflict."""
+"""The engine helpers: retrying a write that lost a lock conflict, reads beside a writer."""
 
 from __future__ import annotations
+
+import asyncio
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.db import create_engine, in_transaction, is_retryable_conflict
+from app.db import create_engine, in_transaction, is_retryable_conflict, reading
 
 
 def mysql_error(code: int) -> sa.exc.OperationalError:
@@ -51,3 +54,30 @@ async def test_in_transaction_gives_up_on_other_errors_at_once(tmp_path: object)
     finally:
         await engine.dispose()
     assert len(attempts) == 1
+
+
+async def test_a_read_on_sqlite_answers_the_last_commit_while_a_writer_holds_its_transaction(
+    tmp_path: Path,
+) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/db.sqlite")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("CREATE TABLE stock (id INTEGER PRIMARY KEY, listed INT)"))
+            await conn.execute(sa.text("INSERT INTO stock VALUES (1, 5)"))
+
+        async def read() -> int:
+            async with reading(engine) as conn:
+                return int((await conn.execute(sa.text("SELECT listed FROM stock"))).scalar_one())
+
+        async with engine.begin() as writer:  # BEGIN IMMEDIATE: holds SQLite's write lock
+            await writer.execute(sa.text("UPDATE stock SET listed = 9"))
+            # The writer commits only once the read is done: a read that queued for the
+            # write lock would wait for the busy timeout (30 s) here, then fail.
+            pending = asyncio.ensure_future(read())
+            done, _ = await asyncio.wait({pending}, timeout=10)
+            assert pending in done, "the read waited for the writer's transaction"
+            assert pending.result() == 5
+
+        assert await read() == 9
+    finally:
+        await engine.dispose()

@@ -9,6 +9,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.db import reading
 from app.models import (
     Marketplace,
     MarketplaceStock,
@@ -66,7 +67,7 @@ async def read_variation_stock(
     engine: AsyncEngine, *, variation_id: int, history_rows: int = HISTORY_ROWS
 ) -> VariationStock | None:
     """The variation, its stock row per marketplace and its newest changes; None if unknown."""
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         variation = (
             await conn.execute(
                 sa.select(

@@ -102,7 +102,7 @@ async def test_refresh_false_is_one_statement_on_one_connection(
         )
 
     assert response.json()["quantity"] == 3
-    # SQLite: plus the BEGIN IMMEDIATE of its read.
+    # SQLite: plus the BEGIN DEFERRED of its read.
     assert len(work.statements) <= (1 if is_mysql(service.engine) else 2), work.describe()
     assert work.checkouts == 1
 

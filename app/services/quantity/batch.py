@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, Field
 
+from app.db import reading
 from app.errors import InvalidRequest
 from app.models import INT_MAX
 from app.services.context import ServiceContext
@@ -84,7 +85,7 @@ async def read_quantities(
     A variation never synced to the marketplace answers quantity 0 and `age_seconds` null, as
     the single read does. Raises InvalidRequest when the marketplace does not exist.
     """
-    async with ctx.engine.connect() as conn:
+    async with reading(ctx.engine) as conn:
         stored = await read_stored_many(
             conn, variation_ids=variation_ids, marketplace_id=marketplace_id
         )

@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.db import is_mysql
+from app.db import is_mysql, reading
 from app.models import ChangeType, as_utc
 from app.services import backmarket as bm
 from app.services.context import ServiceContext
@@ -77,7 +77,7 @@ async def refresh_quantity(
     if not refresh or marketplace_id != BACKMARKET_MARKETPLACE_ID:
         # A live read of another marketplace is refused here (InvalidRequest), without
         # queueing for the lock; the other checks run under it, in the read before the GET.
-        async with engine.connect() as conn:
+        async with reading(engine) as conn:
             stored = await read_stored(
                 conn, variation_id=variation_id, marketplace_id=marketplace_id, live=refresh
             )
@@ -145,7 +145,7 @@ async def refresh_quantity(
                     )
                     answer = stored_now.quantity()
     except LockBusy:
-        async with engine.connect() as conn:
+        async with reading(engine) as conn:
             # Checked like a refresh: an invalid request is refused, not answered stale.
             stored = await read_stored(
                 conn, variation_id=variation_id, marketplace_id=marketplace_id, live=True
@@ -176,7 +176,7 @@ async def _fresh_enough(
     One statement on a connection of its own, released before any lock is queued for; it
     checks the request as a refresh would (InvalidRequest, NotFound, Conflict).
     """
-    async with ctx.engine.connect() as conn:
+    async with reading(ctx.engine) as conn:
         stored = await read_stored(
             conn,
             variation_id=variation_id,

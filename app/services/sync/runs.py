@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.db import reading
 from app.errors import NotFound
 from app.models import RunStatus, RunTrigger, StockSyncLog, as_utc, table_of, utcnow
 
@@ -195,7 +196,7 @@ async def save_run(conn: AsyncConnection, *, run: Run) -> None:
 
 
 async def get_run(engine: AsyncEngine, *, run_id: int) -> Run:
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         row = (
             (await conn.execute(sa.select(runs_table).where(runs_table.c.id == run_id)))
             .mappings()
@@ -211,7 +212,7 @@ async def list_runs(engine: AsyncEngine, *, marketplace_id: int | None, limit: i
     query = sa.select(runs_table).order_by(runs_table.c.id.desc()).limit(limit)
     if marketplace_id is not None:
         query = query.where(runs_table.c.marketplace_id == marketplace_id)
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         rows = (await conn.execute(query)).mappings().all()
     return [run_from_row(row) for row in rows]
 
@@ -220,7 +221,7 @@ async def latest_start(
     engine: AsyncEngine, *, marketplace_id: int, trigger: RunTrigger
 ) -> datetime | None:
     """When the newest run of that trigger started (naive UTC), or None."""
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         started: datetime | None = (
             await conn.execute(
                 sa.select(sa.func.max(runs_table.c.started_at)).where(
@@ -253,7 +254,7 @@ async def running_run_ids(
 
 
 async def marketplaces_with_running_runs(engine: AsyncEngine) -> list[int]:
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         rows = await conn.execute(
             sa.select(runs_table.c.marketplace_id)
             .where(runs_table.c.status == RunStatus.RUNNING.value, runs_table.c.owner.is_not(None))
