@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,6 +169,17 @@ def simulator(simulator_app: FastAPI) -> Any:
     return simulator_app.state.sim
 
 
+def unreachable_database_url(backend: str, tmp_path: Path) -> str:
+    """A database URL of `backend` that cannot be connected to: no server on the port, or a
+    SQLite file in a folder that does not exist."""
+    if backend == "mysql":
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        return f"mysql+aiomysql://root@127.0.0.1:{port}/stock_sync"
+    return f"sqlite+aiosqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'stock_sync.db'}"
+
+
 @dataclass
 class ServiceHarness:
     app: FastAPI
@@ -194,11 +207,22 @@ async def service(
     simulator_app: FastAPI,
 ) -> AsyncIterator[ServiceHarness]:
     """The running service (lifespan included) talking to the in-process simulator."""
+    settings = make_settings(**settings_overrides)
+    async with running_harness(
+        settings, httpx.ASGITransport(app=simulator_app), simulator_app
+    ) as harness:
+        yield harness
+
+
+@asynccontextmanager
+async def running_harness(
+    settings: Settings, backmarket_transport: httpx.AsyncBaseTransport, simulator_app: FastAPI
+) -> AsyncIterator[ServiceHarness]:
+    """The app with its lifespan, its Back Market client sent through `backmarket_transport`."""
     from app.main import create_app
 
-    settings = make_settings(**settings_overrides)
     backmarket_http = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=simulator_app), base_url=settings.backmarket_base_url
+        transport=backmarket_transport, base_url=settings.backmarket_base_url
     )
     app = create_app(settings, backmarket_http=backmarket_http)
     async with LifespanManager(app):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import Settings
 from app.main import create_app
+from tests.conftest import unreachable_database_url
 
 API_KEY = "k-7f3a9c2e"
 
@@ -54,13 +54,6 @@ def sqlite_url(database_urls: dict[str, str]) -> str:
     return database_urls["sqlite"]
 
 
-def unused_tcp_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 async def test_healthz_answers_200(sqlite_url: str) -> None:
     async with running_service(service_settings(sqlite_url)) as client:
         response = await client.get("/healthz")
@@ -83,10 +76,7 @@ async def test_readyz_answers_200_when_the_database_is_reachable(
 async def test_readyz_answers_503_with_the_reason_when_the_database_is_unreachable(
     backend: str, tmp_path: Path
 ) -> None:
-    if backend == "mysql":
-        url = f"mysql+aiomysql://root@127.0.0.1:{unused_tcp_port()}/stock_sync"
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'stock_sync.db'}"
+    url = unreachable_database_url(backend, tmp_path)
 
     async with running_service(service_settings(url)) as client:
         response = await client.get("/readyz")

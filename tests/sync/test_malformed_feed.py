@@ -10,12 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from tests.conftest import ServiceHarness
+from tests.conftest import ServiceHarness, running_harness
 from tests.quantity.support import add_linked_listing
 from tests.sync.support import add_stock, add_variation, link, stock_row, sync
 
@@ -72,25 +71,10 @@ async def service(
     tampering: Tampering,
 ) -> AsyncIterator[ServiceHarness]:
     """As tests/conftest.py's `service`, with `tampering` between the client and the simulator."""
-    from app.main import create_app
-
-    settings = make_settings(**settings_overrides)
-    backmarket_http = httpx.AsyncClient(transport=tampering, base_url=settings.backmarket_base_url)
-    app = create_app(settings, backmarket_http=backmarket_http)
-    async with LifespanManager(app):
-        app.state.container.ctx.backmarket.backoff_base_seconds = 0.0
-        app.state.container.ctx.backmarket.backoff_cap_seconds = 0.0
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://stock-sync.test"
-        ) as http:
-            yield ServiceHarness(
-                app=app,
-                http=http,
-                settings=settings,
-                engine=app.state.container.ctx.engine,
-                simulator=simulator_app.state.sim,
-            )
-    await backmarket_http.aclose()
+    async with running_harness(
+        make_settings(**settings_overrides), tampering, simulator_app
+    ) as harness:
+        yield harness
 
 
 def live_quantity(service: Any, index: int) -> int:

@@ -15,7 +15,8 @@ import pytest
 from app.models import RunTrigger
 from app.routers.status_page import CSRF_COOKIE, KEY_COOKIE
 from app.services.sync import runs
-from tests.api.test_health import running_service, service_settings, unused_tcp_port
+from tests.api.test_health import running_service, service_settings
+from tests.conftest import unreachable_database_url
 from tests.sync.support import link, wait_for_run
 
 API_KEY = "page-key-0123456789"
@@ -284,10 +285,7 @@ async def test_look_up_of_an_unknown_or_invalid_variation_says_so(
 async def test_page_says_the_database_is_unreachable_with_a_503(
     backend: str, tmp_path: Path
 ) -> None:
-    if backend == "mysql":
-        url = f"mysql+aiomysql://root@127.0.0.1:{unused_tcp_port()}/stock_sync"
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'stock_sync.db'}"
+    url = unreachable_database_url(backend, tmp_path)
 
     async with running_service(service_settings(url)) as client:
         page = await client.get("/")
