@@ -131,14 +131,7 @@ async def login(request: Request, container: ContainerDep) -> Response:
     if not _valid_key(presented, container.settings.api_keys):
         return _login_page(request, message="That key is not valid.")
     response = _see_other("/")
-    response.set_cookie(
-        KEY_COOKIE,
-        presented,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-        path="/",
-    )
+    response.set_cookie(KEY_COOKIE, presented, **_cookie_flags(request))
     return response
 
 
@@ -148,17 +141,22 @@ async def logout(request: Request) -> Response:
     if not _csrf_ok(request, form):
         return _csrf_refused(request)
     response = _see_other("/")
-    response.delete_cookie(
-        KEY_COOKIE,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-        path="/",
-    )
+    response.delete_cookie(KEY_COOKIE, **_cookie_flags(request))
     return response
 
 
 # --- sign-in and CSRF ------------------------------------------------------------------------
+
+
+def _cookie_flags(request: Request) -> dict[str, Any]:
+    """Every cookie of the page: unreadable by scripts, never sent cross-site, https-only
+    when the page is served over https."""
+    return {
+        "httponly": True,
+        "samesite": "strict",
+        "secure": request.url.scheme == "https",
+        "path": "/",
+    }
 
 
 def _valid_key(presented: str, keys: list[str]) -> bool:
@@ -208,14 +206,7 @@ def _render(
     )
     new_token = getattr(request.state, "new_csrf_token", None)
     if new_token is not None:
-        response.set_cookie(
-            CSRF_COOKIE,
-            new_token,
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
-            path="/",
-        )
+        response.set_cookie(CSRF_COOKIE, new_token, **_cookie_flags(request))
     return response
 
 
