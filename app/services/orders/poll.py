@@ -13,7 +13,9 @@ look-back overlap on every read, and a repeat that is harmless because
   the middle repeats the poll instead of skipping it.
 
 Only one poll runs at a time across processes (`stock_sync:orders`, the bulk sync's lock style);
-a replica that finds it held skips its turn.
+a replica that finds it held skips its turn. A scheduled poll also skips its turn when another
+process's poll succeeded less than most of an interval ago, so N replicas still read the feed
+about once per interval, not N times.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from prometheus_client import Counter, Gauge
@@ -65,15 +67,31 @@ class PollOutcome:
     refreshed_variation_ids: list[int] = field(default_factory=list)
 
 
-async def poll_orders(ctx: ServiceContext, *, overlap: timedelta) -> PollOutcome | None:
-    """Poll once; None when another process is polling right now."""
+async def poll_orders(
+    ctx: ServiceContext, *, overlap: timedelta, unless_polled_within: timedelta | None = None
+) -> PollOutcome | None:
+    """Poll once; None when another process is polling right now, or (`unless_polled_within`)
+    when a poll succeeded less than that long ago."""
     try:
         async with ctx.locks.hold(ORDERS_LOCK, timeout=0):
+            if unless_polled_within is not None and await _polled_within(ctx, unless_polled_within):
+                log.debug("orders poll skipped: another process polled less than an interval ago")
+                POLLS.labels("skipped_recent").inc()
+                return None
             return await _Poll(ctx, overlap=overlap).run()
     except LockBusy:
         log.debug("orders poll skipped: another process is polling")
         POLLS.labels("skipped_busy").inc()
         return None
+
+
+async def _polled_within(ctx: ServiceContext, window: timedelta) -> bool:
+    """Whether the last poll (any process's: the database keeps one) succeeded within `window`.
+    Its time is the polling process's clock: replicas' clocks need only roughly agree."""
+    last = status.last_poll_of(await status.read_watch(ctx.engine))
+    if last is None or last.error is not None or last.at is None:
+        return False
+    return datetime.now(UTC) - last.at < window
 
 
 @dataclass(frozen=True, slots=True)

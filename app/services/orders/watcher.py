@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 JOB_ID = "stock_sync:orders:watch"
 SHUTDOWN_GRACE_SECONDS = 5.0
+# A scheduled poll is skipped when some process's poll succeeded within this share of the
+# interval: the gap between two reads of the feed stays between 0.8 and 1 interval.
+RECENT_POLL_SHARE = 0.8
 
 LAG_SECONDS = Gauge(
     "orders_watcher_lag_seconds",
@@ -45,9 +48,12 @@ class OrdersWatcher:
     def enabled(self) -> bool:
         return self.interval_seconds > 0
 
-    async def poll(self) -> PollOutcome | None:
-        """One poll now; None when another process is polling."""
-        outcome = await poll_orders(self.ctx, overlap=self.overlap)
+    async def poll(self, *, unless_polled_within: timedelta | None = None) -> PollOutcome | None:
+        """One poll now; None when another process is polling, or (`unless_polled_within`) when
+        a poll succeeded less than that long ago."""
+        outcome = await poll_orders(
+            self.ctx, overlap=self.overlap, unless_polled_within=unless_polled_within
+        )
         if outcome is not None and outcome.error is None:
             self._saw_success(outcome.at)
         return outcome
@@ -57,7 +63,12 @@ class OrdersWatcher:
             return
         # Kept until the poll itself has ended, even when this job is cancelled first (the
         # scheduler's shutdown cancels it): `shutdown` waits for the poll, not for the job.
-        self._scheduled = polling = asyncio.create_task(self.poll(), name="orders watcher poll")
+        # Another replica's recent poll stands for this one: every process's schedule fires, the
+        # feed is read about once per interval.
+        recent = timedelta(seconds=self.interval_seconds * RECENT_POLL_SHARE)
+        self._scheduled = polling = asyncio.create_task(
+            self.poll(unless_polled_within=recent), name="orders watcher poll"
+        )
         try:
             await polling
         except Exception:
