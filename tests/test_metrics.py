@@ -15,13 +15,15 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from fastapi import FastAPI
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.services.sync.batch import BatchWriter
 from app.services.sync.intake import QUEUE_PAGES
 from simulator.config import SimulatorConfig
-from tests.orders.support import WATCHER_TABLES, polled
+from tests.orders.support import WATCHER_TABLES, another_process, polled
 from tests.sync.support import link, sync, wait_for_run
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -140,6 +142,25 @@ async def test_watcher_lag_counts_from_the_last_successful_poll_not_a_failed_one
     assert value(after_failure, "stock_sync_order_last_poll_timestamp_seconds") == pytest.approx(
         succeeded.at.timestamp()
     )
+
+
+async def test_watcher_lag_of_a_replica_that_never_saw_a_successful_poll_is_a_number_not_nan(
+    service: Any, simulator_app: FastAPI
+) -> None:
+    service.simulator.fail_next("/ws/orders", count=10, kind="500")
+    failed = await polled(service)
+    service.simulator.clear_faults()
+    settings = service.settings.model_copy(update={"order_sync_interval_seconds": 60})
+
+    async with another_process(settings, simulator_app) as replica:
+        await replica.watcher.update_lag_metric()
+        lag = REGISTRY.get_sample_value("orders_watcher_lag_seconds")
+        status = await replica.watcher.status()
+
+    assert failed.error is not None
+    # Counted from the replica's start: an alert on the lag fires if its polls keep failing.
+    assert lag is not None and not math.isnan(lag) and lag >= 0
+    assert status.lag_seconds is not None and status.lag_seconds >= 0
 
 
 def test_every_exported_metric_is_named_in_the_readme() -> None:

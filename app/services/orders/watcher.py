@@ -43,6 +43,10 @@ class OrdersWatcher:
         # The start of the newest successful poll seen, this process's or (in the database)
         # another's: the database keeps only the last poll, which may have failed.
         self._last_success_at: datetime | None = None
+        # Until a successful poll is seen, the lag counts from here: a watcher that never
+        # succeeds (Back Market down since the start, a bad token) shows a growing lag to alert
+        # on, not a NaN that no alert rule fires on.
+        self._started_at = datetime.now(UTC)
 
     @property
     def enabled(self) -> bool:
@@ -141,7 +145,11 @@ class OrdersWatcher:
             self._last_success_at = at
 
     def _lag_seconds(self) -> float | None:
-        """Seconds since the start of the last successful poll seen (None before one)."""
-        if self._last_success_at is None:
-            return None
-        return round((datetime.now(UTC) - self._last_success_at).total_seconds(), 3)
+        """Seconds since the start of the last successful poll seen; before one, since this
+        watcher started (None when it is off: nothing is being watched)."""
+        since = self._last_success_at
+        if since is None:
+            if not self.enabled:
+                return None
+            since = self._started_at
+        return round((datetime.now(UTC) - since).total_seconds(), 3)
