@@ -132,6 +132,18 @@ async def in_transaction(
     raise AssertionError("unreachable")
 
 
+def describe_error(exc: BaseException, *, statement_chars: int = 80) -> str:
+    """`Type: message` for a run's errors and answers. A database error is told by the driver's
+    own error and the start of its statement, not SQLAlchemy's full text (the whole statement,
+    its parameters and a link: kilobytes for a batch write)."""
+    if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
+        statement = " ".join((exc.statement or "").split())
+        if len(statement) > statement_chars:
+            statement = statement[:statement_chars] + "…"
+        return f"{type(exc.orig).__name__}: {exc.orig} (during: {statement})"
+    return f"{type(exc).__name__}: {exc}"
+
+
 async def database_now(conn: AsyncConnection) -> Any:
     """The database's own clock (naive UTC), the clock that change times are written with."""
     if is_mysql(conn):

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.db import create_engine, in_transaction, is_retryable_conflict, reading
+from app.db import create_engine, describe_error, in_transaction, is_retryable_conflict, reading
 
 
 def mysql_error(code: int) -> sa.exc.OperationalError:
@@ -81,3 +81,22 @@ async def test_a_read_on_sqlite_answers_the_last_commit_while_a_writer_holds_its
         assert await read() == 9
     finally:
         await engine.dispose()
+
+
+def test_a_database_error_is_described_by_the_drivers_error_and_the_start_of_its_statement() -> (
+    None
+):
+    statement = "INSERT INTO marketplace_stock (variation_id, listed_stock) VALUES " + ", ".join(
+        ["(%s, %s)"] * 500
+    )
+    error = sa.exc.OperationalError(
+        statement, list(range(1000)), Exception(2013, "Lost connection to server during query")
+    )
+
+    described = describe_error(error)
+
+    assert described.startswith("Exception: (2013, 'Lost connection to server during query')")
+    assert "(during: INSERT INTO marketplace_stock (variation_id, listed_stock) VALUES" in described
+    assert len(described) < 200
+    assert "999" not in described  # no parameters
+    assert describe_error(RuntimeError("bug")) == "RuntimeError: bug"

@@ -14,7 +14,7 @@ import logging
 from contextlib import AsyncExitStack, aclosing
 from datetime import timedelta
 
-from app.db import transaction
+from app.db import describe_error, transaction
 from app.logs import log_context
 from app.services.context import ServiceContext
 from app.services.locks import HeldLock, LockBusy, LockLost
@@ -167,7 +167,7 @@ class _BulkSync:
             log.exception("bulk sync run %d crashed", self.state.run.id)
             await _stop_tasks(fetchers)
             await self.recorder.fail(
-                {"kind": "crash", "message": f"{type(exc).__name__}: {exc}"},
+                {"kind": "crash", "message": describe_error(exc)},
                 summary=f"crashed: {type(exc).__name__}",
             )
         finally:
