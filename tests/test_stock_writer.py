@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import transaction
+from app.db import database_now, transaction
 from app.models import ChangeType
+from app.services import stock
 from app.services.stock import WRITE_CHUNK, StockObservation, write_observations
 
 ROWS = WRITE_CHUNK * 2 + 500
@@ -103,3 +108,54 @@ async def test_filling_an_empty_last_api_quantity_alone_writes_no_history_row(
     )
     assert await count(engine, "SELECT COUNT(*) FROM marketplace_stock_history") == 1
     assert await count(engine, "SELECT variation_id FROM marketplace_stock_history") == 2
+
+
+async def test_a_writer_of_the_same_variation_waits_for_the_one_that_read_its_row_first(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bulk-sync snapshot (older) reads the row; an addition's answer (newest) is written by
+    # another transaction before the snapshot's upsert. The rows the snapshot read stay
+    # locked (FOR UPDATE on MySQL, BEGIN IMMEDIATE on SQLite) until it commits, so the
+    # addition lands after it. Unlocked, the snapshot would overwrite the newer value.
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("INSERT INTO variation (id, listed_stock) VALUES (1, 4)"))
+        await conn.execute(
+            sa.text(
+                "INSERT INTO marketplace_stock (variation_id, marketplace_id, listed_stock, "
+                "locked_stock, available_stock) VALUES (1, 1, 4, 0, 4)"
+            )
+        )
+        snapshot_time = await database_now(conn)
+    read_rows = stock._lock_rows
+    newer: list[asyncio.Task[Any]] = []
+
+    async def write_newer_value() -> None:
+        async with transaction(engine) as conn:
+            await write_observations(
+                conn,
+                marketplace_id=1,
+                observations=[StockObservation(variation_id=1, quantity=9)],
+                change_type=ChangeType.ADD_QUANTITY,
+            )
+
+    async def read_then_let_the_other_writer_try(conn: Any, **kwargs: Any) -> Any:
+        rows = await read_rows(conn, **kwargs)
+        if not newer:
+            newer.append(asyncio.create_task(write_newer_value()))
+            await asyncio.sleep(0.5)  # room for the other writer to commit, were it not held
+        return rows
+
+    monkeypatch.setattr(stock, "_lock_rows", read_then_let_the_other_writer_try)
+    async with transaction(engine) as conn:
+        await write_observations(
+            conn,
+            marketplace_id=1,
+            observations=[
+                StockObservation(variation_id=1, quantity=2, not_changed_since=snapshot_time)
+            ],
+            change_type=ChangeType.BULK_SYNC,
+        )
+    await newer[0]
+
+    assert await count(engine, "SELECT listed_stock FROM marketplace_stock") == 9
+    assert await count(engine, "SELECT listed_stock FROM variation WHERE id = 1") == 9

@@ -239,6 +239,32 @@ async def test_another_variation_is_not_held_up_by_a_running_addition(
     assert (await parked).status_code == 200
 
 
+async def test_another_variation_is_not_held_up_by_additions_queued_behind_a_running_one(
+    service: Any, listing: LinkedListing
+) -> None:
+    # Waiters for a busy variation queue without holding connections of the pool (the
+    # per-variation queue in hold_variation): were each to hold its share while waiting, ten
+    # of them would use up the connection budget and hold up every other variation too.
+    other = await add_linked_listing(service, variation_id=202)
+    hold = service.simulator.hold(f"/ws/listings/{listing.id}", method="GET")
+    parked = [
+        asyncio.create_task(service.http.post(add_path(listing.variation_id), json={"quantity": 1}))
+        for _ in range(10)
+    ]
+    await service.simulator.wait_held(hold)
+    await asyncio.sleep(0.3)  # the nine others reach the variation's lock and wait there
+
+    async with asyncio.timeout(5):
+        response = await service.http.post(add_path(other.variation_id), json={"quantity": 2})
+
+    assert response.status_code == 200
+    assert service.simulator.quantity_of(other.id) == START_QUANTITY + 2
+    assert not any(task.done() for task in parked)
+    service.simulator.release(hold)
+    assert [(await task).status_code for task in parked] == [200] * 10
+    assert service.simulator.quantity_of(listing.id) == START_QUANTITY + 10
+
+
 async def test_read_failure_is_502_and_sends_no_update(
     service: Any, listing: LinkedListing
 ) -> None:

@@ -11,7 +11,8 @@ import sqlalchemy as sa
 
 from app.db import database_now
 from app.models import IdempotencyKey, table_of
-from app.services.quantity import idempotency
+from app.services.locks import hold_variation
+from app.services.quantity import add_quantity, idempotency
 from tests.quantity.support import (
     START_QUANTITY,
     LinkedListing,
@@ -47,6 +48,31 @@ async def test_repeat_with_same_key_and_body_answers_first_result_without_callin
     assert service.simulator.stats()["total_requests"] == requests_after_first
     assert service.simulator.quantity_of(listing.id) == START_QUANTITY + 3
     assert (await stock_row(service.engine, listing.variation_id))["listed_stock"] == 8
+
+
+async def test_repeat_of_a_settled_key_is_answered_while_another_change_holds_the_variation(
+    service: Any, listing: LinkedListing
+) -> None:
+    first = await add(service, listing.variation_id, 3)
+    ctx = service.app.state.container.ctx
+
+    async with hold_variation(
+        engine=ctx.engine,
+        locks=ctx.locks,
+        settings=ctx.settings,
+        variation_id=listing.variation_id,
+        wait_seconds=1,
+    ):
+        # Read before the variation's lock is asked for: no wait, no "busy" 409.
+        repeat = await add_quantity(
+            ctx,
+            variation_id=listing.variation_id,
+            quantity=3,
+            idempotency_key="key-1",
+            lock_timeout=0.05,
+        )
+
+    assert repeat.model_dump(mode="json") == {**first.json(), "idempotent_replay": True}
 
 
 async def test_history_row_of_the_addition_holds_the_idempotency_key(
