@@ -17,6 +17,7 @@ from app.models import RunTrigger
 from app.services.context import ServiceContext
 from app.services.locks import NamedLocks, engine_lock_name
 from app.services.sync import SnapshotClock, VariationIdSet, bulk_lock_name, run_bulk_sync
+from app.services.sync import batch as batch_module
 from tests.sync.support import (
     ScriptedFeed,
     add_stock,
@@ -557,3 +558,38 @@ def test_matched_variation_ids_are_counted_once_each() -> None:
     assert 7 in matched
     assert 6 not in matched
     assert 5_000_000 not in matched
+
+
+async def test_a_batch_committed_whose_answer_was_lost_still_counts_in_the_failed_run(
+    engine: Any,
+    make_settings: Callable[..., Settings],
+    locks: NamedLocks,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The connection dies during COMMIT: the batch (and the run's counts saved with it) is in
+    # the database, yet the writer sees an error and the run fails.
+    target = str(uuid.uuid4())
+    variation_id = await add_variation(engine, reference_uuid=target)
+    real_in_transaction = batch_module.in_transaction
+
+    async def commit_then_lose_the_answer(*args: Any, **kwargs: Any) -> Any:
+        await real_in_transaction(*args, **kwargs)
+        raise sa.exc.OperationalError("COMMIT", {}, Exception(2013, "Lost connection"))
+
+    monkeypatch.setattr(batch_module, "in_transaction", commit_then_lose_the_answer)
+    feed = ScriptedFeed({"fr-fr": [[listing(target, listing_id=1, quantity=8)]]})
+
+    run = await run_bulk_sync(
+        ServiceContext(
+            settings=make_settings(),
+            engine=engine,
+            backmarket=feed,  # type: ignore[arg-type]
+            locks=locks,
+        )
+    )
+
+    assert run.status == "failed"
+    assert (await stock_row(engine, variation_id))["listed_stock"] == 8
+    assert (run.matched, run.updated) == (1, 1)
+    stored = await scalar(engine, "SELECT updated FROM stock_sync_logs WHERE id = :id", id=run.id)
+    assert stored == 1

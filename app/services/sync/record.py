@@ -27,6 +27,16 @@ from app.services.sync.runs import Run
 
 log = logging.getLogger(__name__)
 
+# What a batch adds to the run, saved with its writes (app/services/sync/batch.py).
+BATCH_COUNTERS = (
+    "matched",
+    "updated",
+    "unchanged",
+    "skipped_newer",
+    "unknown_listings",
+    "imported",
+)
+
 RUNS_TOTAL = Counter(
     "stock_sync_bulk_runs_total",
     "Bulk stock sync runs finished, by trigger and final status.",
@@ -85,10 +95,20 @@ class RunRecorder:
                 run.markets[market]["status"] = "failed"
         run.summary = f"failed: {summary}"
         try:
+            await self._take_committed_counts()
             await self._save_final()
         except Exception:
             # The row stays `running`; the next start closes it once the lock is free.
             log.exception("could not record the end of bulk sync run %d", run.id)
+
+    async def _take_committed_counts(self) -> None:
+        """Each batch saves the run's counts in its own transaction. A batch whose COMMIT
+        reached the database but whose answer was lost (the connection killed meanwhile) is
+        written although this process saw an error: its counts are in the row, not in memory."""
+        run = self.state.run
+        stored = await runs.get_run(self.engine, run_id=run.id)
+        for name in BATCH_COUNTERS:
+            setattr(run, name, max(getattr(run, name), getattr(stored, name)))
 
     def report(self) -> None:
         if self.progress is None:
