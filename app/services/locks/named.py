@@ -167,7 +167,8 @@ class NamedLocks:
                 try:
                     await conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": name})
                     await conn.commit()
-                except sa.exc.DBAPIError:
-                    # The connection died, and the server released the lock with it; make
-                    # sure the pool does not hand this connection out again.
+                except (sa.exc.DBAPIError, sa.exc.PendingRollbackError):
+                    # The connection died (a failed `still_held` leaves it awaiting a
+                    # rollback), and the server released the lock with it; make sure the pool
+                    # does not hand this connection out again.
                     await conn.invalidate()
