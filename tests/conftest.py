@@ -20,6 +20,8 @@ import pytest
 import sqlalchemy as sa
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from hypothesis import Phase
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -32,6 +34,10 @@ from simulator.config import SimulatorConfig
 TEST_MYSQL_URL = os.environ.get("TEST_MYSQL_URL")
 MYSQL_SKIP_REASON = "TEST_MYSQL_URL is not set (e.g. mysql+aiomysql://root@127.0.0.1:3306/test)"
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+
+# `--hypothesis-profile=mutmut` (setup.cfg [mutmut]): a mutant is killed by the first failing
+# example, so the minutes Hypothesis spends shrinking it are skipped.
+hypothesis_settings.register_profile("mutmut", phases=[Phase.explicit, Phase.reuse, Phase.generate])
 
 DATA_TABLES = (
     "marketplace_stock_history",

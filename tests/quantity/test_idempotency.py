@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from datetime import timedelta
 from typing import Any
 
@@ -283,3 +284,184 @@ async def test_unusable_idempotency_key_is_422_and_sends_nothing(
     assert response.status_code == 422
     assert "Idempotency-Key" in response.json()["detail"]
     assert service.simulator.stats()["total_requests"] == 0
+
+
+def test_key_problems_name_what_is_wrong_with_the_header() -> None:
+    assert idempotency.key_problem("") == "Idempotency-Key must not be empty"
+    assert idempotency.key_problem(" \t") == "Idempotency-Key must not be empty"
+    assert idempotency.key_problem("k" * 255) is None
+    assert idempotency.key_problem("k" * 256) == "Idempotency-Key must be at most 255 characters"
+    assert idempotency.key_problem("clé-1") == "Idempotency-Key must be printable ASCII"
+    assert idempotency.key_problem("key\x07") == "Idempotency-Key must be printable ASCII"
+    assert idempotency.key_problem("ui-click-42 (retry)") is None
+
+
+def test_the_request_hash_covers_variation_marketplace_and_quantity() -> None:
+    canonical = b'{"marketplace_id":1,"quantity":3,"variation_id":101}'
+    base = idempotency.request_hash(variation_id=101, marketplace_id=1, quantity=3)
+
+    assert base == hashlib.sha256(canonical).hexdigest()
+    assert base != idempotency.request_hash(variation_id=102, marketplace_id=1, quantity=3)
+    assert base != idempotency.request_hash(variation_id=101, marketplace_id=4, quantity=3)
+    assert base != idempotency.request_hash(variation_id=101, marketplace_id=1, quantity=4)
+
+
+async def claim(engine: Any, key: str, *, ttl_hours: int = 24) -> idempotency.Claim:
+    return await idempotency.claim_key(
+        engine,
+        key=key,
+        request_hash="hash-" + key,
+        variation_id=101,
+        marketplace_id=1,
+        ttl_hours=ttl_hours,
+    )
+
+
+async def test_a_claimed_key_is_in_progress_and_a_second_claim_reads_it(engine: Any) -> None:
+    first = await claim(engine, "k1", ttl_hours=30)
+    second = await claim(engine, "k1")
+
+    expected = idempotency.KeyRecord(
+        key="k1",
+        request_hash="hash-k1",
+        variation_id=101,
+        marketplace_id=1,
+        status=idempotency.KeyStatus.IN_PROGRESS,
+        previous_quantity=None,
+        target_quantity=None,
+        response=None,
+    )
+    assert first == idempotency.Claim(claimed=True, record=expected)
+    assert second == idempotency.Claim(claimed=False, record=expected)
+    assert not expected.may_have_been_applied
+    [row] = await key_rows(engine)
+    assert row["expires_at"] - row["created_at"] == timedelta(hours=30)
+    assert row["status"] == "in_progress"
+
+
+async def test_a_key_records_what_was_sent_and_then_the_answer(engine: Any) -> None:
+    await claim(engine, "k1")
+
+    await idempotency.mark_sending(engine, key="k1", previous_quantity=5, target_quantity=8)
+    sending = await idempotency.find_key(engine, "k1")
+    await idempotency.mark_unknown(engine, key="k1", previous_quantity=5, target_quantity=8)
+    unknown = await idempotency.find_key(engine, "k1")
+    async with engine.begin() as conn:
+        await idempotency.mark_succeeded(
+            conn, key="k1", previous_quantity=6, target_quantity=9, response={"quantity": 9}
+        )
+    succeeded = await idempotency.find_key(engine, "k1")
+
+    assert sending is not None and unknown is not None and succeeded is not None
+    assert (sending.status, sending.previous_quantity, sending.target_quantity) == (
+        idempotency.KeyStatus.IN_PROGRESS,
+        5,
+        8,
+    )
+    assert sending.may_have_been_applied
+    assert (unknown.status, unknown.previous_quantity, unknown.target_quantity) == (
+        idempotency.KeyStatus.UNKNOWN,
+        5,
+        8,
+    )
+    assert unknown.may_have_been_applied
+    assert (succeeded.status, succeeded.previous_quantity, succeeded.target_quantity) == (
+        idempotency.KeyStatus.SUCCEEDED,
+        6,
+        9,
+    )
+    assert succeeded.response == {"quantity": 9}
+    assert not succeeded.may_have_been_applied
+    assert await idempotency.find_key(engine, "other") is None
+
+
+async def test_release_forgets_only_a_claim_that_sent_nothing_and_holds_no_subtraction(
+    engine: Any,
+) -> None:
+    for key in ("plain", "pending", "unknown", "done", "other"):
+        await claim(engine, key)
+    # An addition confirmed by a retry after an unknown outcome, with a sale to subtract.
+    await idempotency.mark_unknown(engine, key="pending", previous_quantity=5, target_quantity=8)
+    async with engine.begin() as conn:
+        await idempotency.mark_subtracting(
+            conn, key="pending", previous_quantity=8, target_quantity=7, pending={"sold": 1}
+        )
+        await idempotency.mark_succeeded(
+            conn, key="done", previous_quantity=5, target_quantity=6, response={"quantity": 6}
+        )
+    await idempotency.mark_unknown(engine, key="unknown", previous_quantity=5, target_quantity=6)
+
+    for key in ("plain", "pending", "unknown", "done"):
+        await idempotency.release_key(engine, key=key)
+
+    assert [row["idempotency_key"] for row in await key_rows(engine)] == [
+        "pending",
+        "unknown",
+        "done",
+        "other",
+    ]
+    pending = await idempotency.find_key(engine, "pending")
+    assert pending is not None
+    assert (pending.status, pending.previous_quantity, pending.target_quantity) == (
+        idempotency.KeyStatus.IN_PROGRESS,
+        8,
+        7,
+    )
+    assert pending.response == {"sold": 1}
+    assert pending.may_have_been_applied
+
+
+async def test_purging_deletes_only_expired_keys_and_counts_them(engine: Any) -> None:
+    for key in ("old-1", "old-2", "live"):
+        await claim(engine, key)
+    async with engine.begin() as conn:
+        now = await database_now(conn)
+        await conn.execute(
+            sa.update(keys_table)
+            .where(keys_table.c.idempotency_key.in_(["old-1", "old-2"]))
+            .values(expires_at=now - timedelta(seconds=1))
+        )
+
+    assert await idempotency.find_key(engine, "old-1") is None
+    assert await idempotency.purge_expired_keys(engine) == 2
+    assert await idempotency.purge_expired_keys(engine) == 0
+    assert [row["idempotency_key"] for row in await key_rows(engine)] == ["live"]
+
+
+async def test_a_claim_whose_blocking_row_vanished_before_it_was_read_claims_again(
+    engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await claim(engine, "k1")
+    real_find_key = idempotency.find_key
+
+    async def released_meanwhile(engine: Any, key: str) -> Any:
+        # The earlier request releases its claim between our failed insert and our read.
+        await idempotency.release_key(engine, key=key)
+        monkeypatch.setattr(idempotency, "find_key", real_find_key)
+        return None
+
+    monkeypatch.setattr(idempotency, "find_key", released_meanwhile)
+    again = await claim(engine, "k1")
+
+    assert again.claimed
+    [row] = await key_rows(engine)
+    assert (row["idempotency_key"], row["status"]) == ("k1", "in_progress")
+
+
+async def test_a_key_that_can_be_neither_claimed_nor_read_is_an_error(
+    engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await claim(engine, "k1")
+    reads = 0
+
+    async def never_found(engine: Any, key: str) -> None:
+        nonlocal reads
+        reads += 1
+
+    monkeypatch.setattr(idempotency, "find_key", never_found)
+
+    with pytest.raises(
+        RuntimeError, match=r"^idempotency key 'k1' could be neither claimed nor read$"
+    ):
+        await claim(engine, "k1")
+    assert reads == 2
