@@ -49,6 +49,15 @@ def hold(
     )
 
 
+async def assert_no_room(
+    engine: AsyncEngine, settings: Settings, variation_id: int, *, connections: int
+) -> None:
+    """A section of `variation_id` is refused (LockBusy) within a short wait: no room left."""
+    with pytest.raises(LockBusy):
+        async with hold(engine, settings, variation_id, wait=0.05, connections=connections):
+            pass
+
+
 async def test_one_connection_sections_run_up_to_the_pool_size_at_once(
     engine: AsyncEngine, make_settings: Callable[..., Settings]
 ) -> None:
@@ -59,9 +68,7 @@ async def test_one_connection_sections_run_up_to_the_pool_size_at_once(
             await stack.enter_async_context(
                 hold(engine, settings, variation_id, wait=1, connections=1)
             )
-        with pytest.raises(LockBusy):
-            async with hold(engine, settings, 5, wait=0.05, connections=1):
-                pass
+        await assert_no_room(engine, settings, 5, connections=1)
 
 
 async def test_two_connection_sections_count_twice(
@@ -72,9 +79,7 @@ async def test_two_connection_sections_count_twice(
     async with AsyncExitStack() as stack:
         for variation_id in (1, 2):
             await stack.enter_async_context(hold(engine, settings, variation_id, wait=1))
-        with pytest.raises(LockBusy):
-            async with hold(engine, settings, 3, wait=0.05, connections=1):
-                pass
+        await assert_no_room(engine, settings, 3, connections=1)
 
 
 async def test_a_two_connection_section_is_not_overtaken_by_one_connection_sections(
@@ -112,9 +117,7 @@ async def test_a_section_that_gave_up_waiting_leaves_the_queue(
     settings = make_settings(database_pool_size=2)
 
     async with hold(engine, settings, 1, wait=1, connections=1):
-        with pytest.raises(LockBusy):
-            async with hold(engine, settings, 2, wait=0.05, connections=2):
-                pass
+        await assert_no_room(engine, settings, 2, connections=2)
         # Had the two-connection waiter stayed queued, this one would wait behind it.
         async with hold(engine, settings, 3, wait=0.05, connections=1):
             pass
@@ -182,9 +185,7 @@ async def test_a_pool_of_one_still_lets_a_two_connection_section_in(
         assert await held.still_held()
         async with held.connection() as conn:
             assert (await conn.execute(sa.text("SELECT 1"))).scalar_one() == 1
-        with pytest.raises(LockBusy):
-            async with hold(engine, settings, 2, wait=0.05, connections=1):
-                pass
+        await assert_no_room(engine, settings, 2, connections=1)
 
 
 async def test_a_waiter_cancelled_just_as_it_is_let_in_gives_its_connections_back(
@@ -228,9 +229,7 @@ async def test_a_waiter_cancelled_in_the_queue_takes_no_connections(
 
     # The budget is whole again, and no bigger: two connections, then nothing.
     async with hold(engine, settings, 3, wait=0.05, connections=2):
-        with pytest.raises(LockBusy):
-            async with hold(engine, settings, 4, wait=0.05, connections=1):
-                pass
+        await assert_no_room(engine, settings, 4, connections=1)
 
 
 def test_lock_names_are_scoped_to_their_database_within_64_characters() -> None:
