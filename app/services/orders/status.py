@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.db import reading
 from app.models import OrderWatch, as_utc, table_of
 
 watch_table = table_of(OrderWatch)
@@ -38,10 +39,10 @@ class WatcherStatus(BaseModel):
 
 
 async def read_watch(engine: AsyncEngine) -> sa.Row[tuple[object, ...]] | None:
-    async with engine.connect() as conn:
-        row = (await conn.execute(sa.select(watch_table).where(watch_table.c.feed == FEED))).first()
-        await conn.rollback()
-    return row
+    async with reading(engine) as conn:
+        return (
+            await conn.execute(sa.select(watch_table).where(watch_table.c.feed == FEED))
+        ).first()
 
 
 def last_poll_of(row: sa.Row[tuple[object, ...]] | None) -> LastPoll | None:

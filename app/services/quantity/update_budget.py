@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.db import database_now, is_mysql, transaction
+from app.db import database_now, is_mysql, reading, transaction
 from app.models import ListingUpdateBudget, table_of
 from app.services.locks import engine_lock_name
 
@@ -104,7 +104,7 @@ async def release_update(engine: AsyncEngine, reservation: Reservation) -> None:
 
 async def budget_status(engine: AsyncEngine, *, limit: int) -> BudgetStatus:
     """How much of the rolling hour is used, for operators and metrics."""
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         now = await database_now(conn)
         used, oldest = await _window_usage(conn, now=now)
     retry_after = _seconds_until_free(oldest, now) if used >= limit else 0
