@@ -74,21 +74,22 @@ async def poll_orders(
     when a poll succeeded less than that long ago."""
     try:
         async with ctx.locks.hold(ORDERS_LOCK, timeout=0):
-            if unless_polled_within is not None and await _polled_within(ctx, unless_polled_within):
+            watch = await status.read_watch(ctx.engine)
+            if unless_polled_within is not None and _succeeded_within(watch, unless_polled_within):
                 log.debug("orders poll skipped: another process polled less than an interval ago")
                 POLLS.labels("skipped_recent").inc()
                 return None
-            return await _Poll(ctx, overlap=overlap).run()
+            return await _Poll(ctx, overlap=overlap).run(watch)
     except LockBusy:
         log.debug("orders poll skipped: another process is polling")
         POLLS.labels("skipped_busy").inc()
         return None
 
 
-async def _polled_within(ctx: ServiceContext, window: timedelta) -> bool:
+def _succeeded_within(watch: sa.Row[tuple[object, ...]] | None, window: timedelta) -> bool:
     """Whether the last poll (any process's: the database keeps one) succeeded within `window`.
     Its time is the polling process's clock: replicas' clocks need only roughly agree."""
-    last = status.last_poll_of(await status.read_watch(ctx.engine))
+    last = status.last_poll_of(watch)
     if last is None or last.error is not None or last.at is None:
         return False
     return datetime.now(UTC) - last.at < window
@@ -107,9 +108,9 @@ class _Poll:
         self.overlap = overlap
         self.outcome = PollOutcome(at=utcnow())
 
-    async def run(self) -> PollOutcome:
-        row = await status.read_watch(self.ctx.engine)
-        watermark = row.watermark if row is not None else None
+    async def run(self, watch: sa.Row[tuple[object, ...]] | None) -> PollOutcome:
+        """The poll, from the watch row read under the orders lock."""
+        watermark = watch.watermark if watch is not None else None
         since = (watermark or self.outcome.at) - self.overlap
         # Until an order is seen there is no order date to keep; keeping where this read
         # starts makes a later poll (after a downtime, or after failed polls) start there too,
