@@ -44,6 +44,7 @@ class BatchOutcome:
     matched_variation_ids: list[int] = field(default_factory=list)
 
     def add_to(self, run: Run) -> None:
+        """Count the batch in `run`: the fields of `runs.BATCH_COUNTERS`."""
         run.matched += self.matched
         run.unknown_listings += self.unknown
         run.imported += self.imported

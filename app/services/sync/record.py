@@ -27,16 +27,6 @@ from app.services.sync.runs import Run
 
 log = logging.getLogger(__name__)
 
-# What a batch adds to the run, saved with its writes (app/services/sync/batch.py).
-BATCH_COUNTERS = (
-    "matched",
-    "updated",
-    "unchanged",
-    "skipped_newer",
-    "unknown_listings",
-    "imported",
-)
-
 RUNS_TOTAL = Counter(
     "stock_sync_bulk_runs_total",
     "Bulk stock sync runs finished, by trigger and final status.",
@@ -107,7 +97,7 @@ class RunRecorder:
         written although this process saw an error: its counts are in the row, not in memory."""
         run = self.state.run
         stored = await runs.get_run(self.engine, run_id=run.id)
-        for name in BATCH_COUNTERS:
+        for name in runs.BATCH_COUNTERS:
             setattr(run, name, max(getattr(run, name), getattr(stored, name)))
 
     def report(self) -> None:

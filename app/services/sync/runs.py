@@ -29,6 +29,17 @@ runs_table = table_of(StockSyncLog)
 MAX_RECORDED_ERRORS = 50
 
 
+# The run's fields each batch adds to (`BatchOutcome.add_to`), saved with the batch's writes.
+BATCH_COUNTERS = (
+    "matched",
+    "unknown_listings",
+    "imported",
+    "updated",
+    "unchanged",
+    "skipped_newer",
+)
+
+
 class Run(BaseModel):
     """One bulk sync run, as the API, the CLI and the scheduler report it."""
 
