@@ -102,11 +102,12 @@ def _progress(recent: list[Run], *, now: datetime) -> RunProgress | None:
 
 
 def _watcher_late(status: WatcherStatus) -> bool:
-    if not status.enabled:
-        return False
-    if status.lag_seconds is None:
-        return status.last_poll is not None
-    return status.lag_seconds > LATE_AFTER_INTERVALS * status.interval_seconds
+    # Enabled, the lag is always known: since the last success, or since the watcher started.
+    return (
+        status.enabled
+        and status.lag_seconds is not None
+        and status.lag_seconds > LATE_AFTER_INTERVALS * status.interval_seconds
+    )
 
 
 def _use_by_kind(snapshot: BudgetSnapshot) -> list[CallKindUse]:
