@@ -457,6 +457,27 @@ async def wait_for(check: Any, *, timeout_s: float = 30, what: str = "condition"
         await asyncio.sleep(0.02)
 
 
+# A bulk sync slow enough to be caught in the middle: about nine pages a second (a small request
+# budget), written in batches of two pages as they come.
+PACED_SYNC = {"BACKMARKET_REQUESTS_PER_10S": "100", "SYNC_BATCH_SIZE": "100"}
+
+
+async def start_sync_holding_last_page(
+    http: httpx.AsyncClient, simulator: Simulator, *, pages: int
+) -> tuple[int, int]:
+    """`POST /sync/bulk` with the catalogue's last page held in the simulator, so the run cannot
+    end before the test lets it: (run id, hold id)."""
+    last_page = await simulator.hold("/ws/listings", page=pages, method="GET")
+    started = await http.post("/sync/bulk")
+    assert started.status_code == 202, started.text
+    return int(started.json()["run"]["id"]), last_page
+
+
+async def pages_saved(http: httpx.AsyncClient, run_id: int, *, at_least: int) -> bool:
+    """Whether the run's record counts `at_least` pages (saved with each committed batch)."""
+    return bool((await run_of(http, run_id))["pages_fetched"] >= at_least)
+
+
 async def run_of(http: httpx.AsyncClient, run_id: int) -> dict[str, Any]:
     answer = await http.get(f"/sync/runs/{run_id}")
     assert answer.status_code == 200, answer.text

@@ -11,19 +11,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.processes.support import (
+    PACED_SYNC,
     Server,
     Simulator,
     assert_matches_simulator,
     assert_stock_invariants,
     assert_whole_pages,
     link_catalogue,
+    pages_saved,
     rows,
     run_of,
+    start_sync_holding_last_page,
     wait_for,
 )
 
@@ -48,18 +50,14 @@ async def test_a_bulk_sync_killed_mid_run_leaves_whole_batches_and_the_next_run_
         tmp_path,
         proc_db_url,
         simulator.base_url,
-        # About nine pages a second, written in batches of two pages as they come.
-        settings={"BACKMARKET_REQUESTS_PER_10S": "100", "SYNC_BATCH_SIZE": "100"},
+        settings=PACED_SYNC,
     ).start()
     try:
-        last_page = await simulator.hold("/ws/listings", page=PAGES, method="GET")
         async with server.client() as http:
-            started = await http.post("/sync/bulk")
-            assert started.status_code == 202, started.text
-            run_id = started.json()["run"]["id"]
-            # pages_fetched is saved with each batch: a few batches are committed, the writer
-            # is busy with the next pages when the kill comes.
-            await wait_for(lambda: _pages_saved(http, run_id, at_least=3), what="batches written")
+            run_id, last_page = await start_sync_holding_last_page(http, simulator, pages=PAGES)
+            # A few batches are committed, the writer is busy with the next pages when the
+            # kill comes.
+            await wait_for(lambda: pages_saved(http, run_id, at_least=3), what="batches written")
         server.kill()
 
         # The dead process's run is as it was left: still `running`, some pages written.
@@ -94,10 +92,6 @@ async def test_a_bulk_sync_killed_mid_run_leaves_whole_batches_and_the_next_run_
         assert await _run_statuses(proc_engine) == {run_id: "failed", run["id"]: "completed"}
     finally:
         server.stop()
-
-
-async def _pages_saved(http: httpx.AsyncClient, run_id: int, *, at_least: int) -> bool:
-    return bool((await run_of(http, run_id))["pages_fetched"] >= at_least)
 
 
 async def _run_rows(engine: AsyncEngine, run_id: int) -> list[dict[str, Any]]:

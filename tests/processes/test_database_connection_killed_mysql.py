@@ -20,14 +20,17 @@ from app.services.locks.named import server_lock_name
 from app.services.sync.stale import bulk_lock_name
 from tests.conftest import TEST_MYSQL_URL
 from tests.processes.support import (
+    PACED_SYNC,
     Server,
     Simulator,
     assert_matches_simulator,
     assert_stock_invariants,
     assert_whole_pages,
     link_catalogue,
+    pages_saved,
     rows,
     run_of,
+    start_sync_holding_last_page,
     wait_for,
 )
 
@@ -59,15 +62,12 @@ async def test_a_bulk_sync_whose_database_connections_are_killed_fails_cleanly(
         tmp_path,
         proc_mysql_only,
         simulator.base_url,
-        settings={"BACKMARKET_REQUESTS_PER_10S": "100", "SYNC_BATCH_SIZE": "100"},
+        settings=PACED_SYNC,
     ).start()
     try:
-        last_page = await simulator.hold("/ws/listings", page=PAGES, method="GET")
         async with server.client() as http:
-            started = await http.post("/sync/bulk")
-            assert started.status_code == 202, started.text
-            run_id = started.json()["run"]["id"]
-            await wait_for(lambda: _pages_saved(http, run_id), what="batches written")
+            run_id, last_page = await start_sync_holding_last_page(http, simulator, pages=PAGES)
+            await wait_for(lambda: pages_saved(http, run_id, at_least=2), what="batches written")
             victims = await _kill_connections(killed, database=database, lock=lock)
             assert victims, "no connection of the service found"
 
@@ -96,10 +96,6 @@ async def test_a_bulk_sync_whose_database_connections_are_killed_fails_cleanly(
         await assert_stock_invariants(mysql_engine)
     finally:
         server.stop()
-
-
-async def _pages_saved(http: httpx.AsyncClient, run_id: int) -> bool:
-    return bool((await run_of(http, run_id))["pages_fetched"] >= 2)
 
 
 async def _finished(http: httpx.AsyncClient, run_id: int) -> dict[str, Any] | None:
