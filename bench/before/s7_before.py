@@ -189,7 +189,8 @@ async def listed(engine: Any, variation_id: int) -> int | None:
 
 
 def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
+    """Linear interpolation between closest ranks (numpy's default), as bench/stats.py's: this
+    script runs from an old checkout whose installed packages do not include `bench`."""
     if not values:
         return math.nan
     ordered = sorted(values)
