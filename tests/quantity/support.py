@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from app.models import (
     Variation,
     table_of,
 )
+from app.services.locks import hold_variation
 from app.services.stock import StockObservation, write_observations
 
 START_QUANTITY = 5
@@ -168,3 +170,15 @@ def interleave_requests(simulator: Any) -> None:
     the lock removed.
     """
     simulator.configure(latency_ms=INTERLEAVING_LATENCY_MS)
+
+
+def holding_variation(service: Any, variation_id: int) -> AbstractAsyncContextManager[Any]:
+    """The variation's lock held by the test, as another stock change in this service would."""
+    ctx = service.app.state.container.ctx
+    return hold_variation(
+        engine=ctx.engine,
+        locks=ctx.locks,
+        settings=ctx.settings,
+        variation_id=variation_id,
+        wait_seconds=1,
+    )

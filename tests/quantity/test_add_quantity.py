@@ -9,7 +9,6 @@ import pytest
 
 from app.errors import Conflict
 from app.models import ChangeType
-from app.services.locks import hold_variation
 from app.services.quantity import add_quantity
 from tests.quantity.support import (
     START_QUANTITY,
@@ -17,6 +16,7 @@ from tests.quantity.support import (
     add_linked_listing,
     budget_rows,
     history_rows,
+    holding_variation,
     insert_variation,
     interleave_requests,
     requests_sent,
@@ -369,13 +369,7 @@ async def test_addition_waiting_too_long_for_the_variation_is_409_and_sends_noth
 ) -> None:
     ctx = service.app.state.container.ctx
 
-    async with hold_variation(
-        engine=ctx.engine,
-        locks=ctx.locks,
-        settings=ctx.settings,
-        variation_id=listing.variation_id,
-        wait_seconds=1,
-    ):
+    async with holding_variation(service, listing.variation_id):
         with pytest.raises(Conflict) as refused:
             await add_quantity(
                 ctx,

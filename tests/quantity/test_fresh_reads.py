@@ -14,12 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import database_now
 from app.models import MarketplaceStock, table_of
-from app.services.locks import hold_variation
 from app.services.quantity import refresh_quantity
 from tests.quantity.support import (
     START_QUANTITY,
     LinkedListing,
     add_linked_listing,
+    holding_variation,
     insert_variation,
     seed_stock,
     stock_row,
@@ -102,13 +102,7 @@ async def test_max_age_fresh_does_not_wait_for_the_variation_lock(
     ctx = service.app.state.container.ctx
     await seed_stock(service.engine, variation_id=listing.variation_id, quantity=3)
 
-    async with hold_variation(
-        engine=ctx.engine,
-        locks=ctx.locks,
-        settings=ctx.settings,
-        variation_id=listing.variation_id,
-        wait_seconds=1,
-    ):
+    async with holding_variation(service, listing.variation_id):
         answer = await refresh_quantity(
             ctx, variation_id=listing.variation_id, max_age=60, lock_timeout=0.05
         )

@@ -12,13 +12,13 @@ import sqlalchemy as sa
 
 from app.db import database_now
 from app.models import IdempotencyKey, table_of
-from app.services.locks import hold_variation
 from app.services.quantity import add_quantity, idempotency
 from tests.quantity.support import (
     START_QUANTITY,
     LinkedListing,
     add_linked_listing,
     history_rows,
+    holding_variation,
     interleave_requests,
     key_rows,
     stock_row,
@@ -57,13 +57,7 @@ async def test_repeat_of_a_settled_key_is_answered_while_another_change_holds_th
     first = await add(service, listing.variation_id, 3)
     ctx = service.app.state.container.ctx
 
-    async with hold_variation(
-        engine=ctx.engine,
-        locks=ctx.locks,
-        settings=ctx.settings,
-        variation_id=listing.variation_id,
-        wait_seconds=1,
-    ):
+    async with holding_variation(service, listing.variation_id):
         # Read before the variation's lock is asked for: no wait, no "busy" 409.
         repeat = await add_quantity(
             ctx,

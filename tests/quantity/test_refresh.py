@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 
 from app.models import ChangeType
-from app.services.locks import hold_variation
 from app.services.quantity import refresh_quantity
 from app.services.stock import StockObservation, write_observations
 from tests.quantity.support import (
     START_QUANTITY,
     LinkedListing,
     history_rows,
+    holding_variation,
     insert_variation,
     requests_sent,
     seed_stock,
@@ -272,13 +272,7 @@ async def test_refresh_answers_stale_when_another_change_holds_the_variation_too
     ctx = service.app.state.container.ctx
     await seed_stock(service.engine, variation_id=listing.variation_id, quantity=3)
 
-    async with hold_variation(
-        engine=ctx.engine,
-        locks=ctx.locks,
-        settings=ctx.settings,
-        variation_id=listing.variation_id,
-        wait_seconds=1,
-    ):
+    async with holding_variation(service, listing.variation_id):
         answer = await refresh_quantity(
             ctx,
             variation_id=listing.variation_id,
