@@ -4,6 +4,7 @@ interval. A poll asked for directly, a failed last poll or an old one never make
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -12,6 +13,8 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
 from app.models import utcnow
+from app.services.locks import NamedLocks
+from app.services.orders import ORDERS_LOCK
 from tests.orders.support import (
     ORDERS_READ,
     another_process,
@@ -92,3 +95,36 @@ async def test_a_scheduled_poll_reads_the_feed_once_the_last_poll_is_most_of_an_
         await replica.watcher._scheduled_poll()
 
     assert calls(sim, ORDERS_READ) == 1
+
+
+async def test_a_scheduled_poll_waits_for_the_lock_of_a_failed_poll_that_has_not_yet_let_go(
+    service: Any, simulator_app: FastAPI
+) -> None:
+    """The gap between a poll saving its (failed) outcome and releasing the orders lock, held
+    open: the watch row says the poll is over, the lock is still taken."""
+    sim = service.simulator
+    followed = await follow(service, 0, quantity=8)
+    sim.place_order(followed.listing_id, 2)
+    sim.fail_next("/ws/orders", count=10, kind="503")
+    failed = await polled(service)
+    sim.clear_faults()
+    sim.reset_stats()
+    holding, releasing = asyncio.Event(), asyncio.Event()
+
+    async def hold_as_a_finishing_poll() -> None:
+        async with NamedLocks(service.engine).hold(ORDERS_LOCK, timeout=0):
+            holding.set()
+            await releasing.wait()
+
+    holder = asyncio.create_task(hold_as_a_finishing_poll())
+    await holding.wait()
+    async with another_process(replica_settings(service), simulator_app) as replica:
+        scheduled = asyncio.create_task(replica.watcher._scheduled_poll())
+        await asyncio.sleep(0.3)
+        releasing.set()
+        await holder
+        await scheduled
+
+    assert failed.error is not None
+    assert calls(sim, ORDERS_READ) == 1
+    assert await listed_stock(service.engine, followed.variation_id) == (6, 6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import Callable
@@ -114,6 +115,45 @@ async def test_second_trigger_while_a_run_is_going_gets_409_with_its_run_id(
     service.simulator.release(hold)
     assert (await wait_for_run(service, run_id))["status"] == "completed"
     assert (await service.http.post("/sync/bulk", params={"wait": "true"})).status_code == 200
+
+
+async def test_a_trigger_is_not_refused_by_a_run_that_has_finished_but_not_yet_let_go_of_its_lock(
+    service: Any, runner: BulkSyncRunner
+) -> None:
+    """The gap between a run recording its end and its lock's release, held open: the run
+    reads `completed`, the lock is still taken. A trigger then waits for the lock."""
+    finished = await sync(service)
+    releasing = asyncio.Event()
+
+    async def hold_as_a_finishing_run() -> None:
+        async with NamedLocks(service.engine).hold(bulk_lock_name(1), timeout=0):
+            holding.set()
+            await releasing.wait()
+
+    holding = asyncio.Event()
+    holder = asyncio.create_task(hold_as_a_finishing_run())
+    await holding.wait()
+    api = asyncio.create_task(service.http.post("/sync/bulk", params={"wait": "true"}))
+    await asyncio.sleep(0.3)
+    releasing.set()
+    await holder
+    answered = await api
+
+    assert finished["status"] == "completed"
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["run"]["status"] == "completed"
+    assert answered.json()["run"]["id"] != finished["id"]
+
+
+async def test_a_lock_held_with_no_run_going_on_is_waited_for_briefly_then_409_without_a_run_id(
+    service: Any,
+) -> None:
+    async with NamedLocks(service.engine).hold(bulk_lock_name(1), timeout=0):
+        response = await service.http.post("/sync/bulk")
+
+    assert response.status_code == 409
+    assert response.json()["run_id"] is None
+    assert await scalar(service.engine, "SELECT COUNT(*) FROM stock_sync_logs") == 0
 
 
 async def test_marketplace_without_back_market_is_rejected_with_422(service: Any) -> None:

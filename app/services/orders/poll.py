@@ -44,6 +44,10 @@ from app.services.stock import StockObservation, write_observations
 log = logging.getLogger(__name__)
 
 ORDERS_LOCK = "stock_sync:orders"
+# A poll saves its outcome before it lets go of the lock. A poll that finds the lock taken waits
+# this long, so that one finishing (its failure already recorded) does not cost another
+# process its turn; a poll still reading the feed keeps the lock longer, and this one skips.
+FINISHING_POLL_WAIT_SECONDS = 2.0
 
 variation_table = table_of(Variation)
 
@@ -73,7 +77,7 @@ async def poll_orders(
     """Poll once; None when another process is polling right now, or (`unless_polled_within`)
     when a poll succeeded less than that long ago."""
     try:
-        async with ctx.locks.hold(ORDERS_LOCK, timeout=0):
+        async with ctx.locks.hold(ORDERS_LOCK, timeout=FINISHING_POLL_WAIT_SECONDS):
             watch = await status.read_watch(ctx.engine)
             if unless_polled_within is not None and _succeeded_within(watch, unless_polled_within):
                 log.debug("orders poll skipped: another process polled less than an interval ago")

@@ -17,7 +17,7 @@ from datetime import timedelta
 from app.db import describe_error, transaction
 from app.logs import log_context
 from app.services.context import ServiceContext
-from app.services.locks import HeldLock, LockBusy, LockLost
+from app.services.locks import HeldLock, LockLost
 from app.services.marketplaces import check_marketplace, marketplace_name
 from app.services.sync import runs
 from app.services.sync.batch import BatchWriter
@@ -32,7 +32,7 @@ from app.services.sync.intake import (
 from app.services.sync.options import SyncOptions
 from app.services.sync.record import ProgressCallback, RunRecorder, RunState
 from app.services.sync.runs import Run
-from app.services.sync.stale import bulk_lock_name, busy_conflict, close_dead_runs
+from app.services.sync.stale import close_dead_runs, take_bulk_lock
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,7 @@ async def run_bulk_sync(
     await check_syncable(ctx, marketplace_id=marketplace_id)
     markets = list(ctx.settings.backmarket_markets)
     async with AsyncExitStack() as stack:
-        try:
-            held = await stack.enter_async_context(
-                ctx.locks.hold(bulk_lock_name(marketplace_id), timeout=0)
-            )
-        except LockBusy:
-            raise await busy_conflict(ctx.engine, marketplace_id=marketplace_id) from None
+        held = await take_bulk_lock(ctx, stack, marketplace_id=marketplace_id)
         async with transaction(ctx.engine) as conn:
             await close_dead_runs(conn, engine=ctx.engine, marketplace_id=marketplace_id)
             run = await runs.create_run(

@@ -11,16 +11,23 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from contextlib import AsyncExitStack
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db import is_mysql, transaction
 from app.errors import Conflict
 from app.services.context import ServiceContext
-from app.services.locks import LockBusy
+from app.services.locks import HeldLock, LockBusy
 from app.services.sync import runs
 
 log = logging.getLogger(__name__)
+
+# A run records its end before it gives its lock up (the release is a statement of its own on
+# MySQL, and the connection's return after it). A trigger that finds the lock taken but no run
+# `running` has come in that gap, or in the one before a new run's row exists: it waits this
+# long for the lock instead of being refused by a run that has finished.
+FINISHING_RUN_WAIT_SECONDS = 2.0
 
 
 def bulk_lock_name(marketplace_id: int) -> str:
@@ -98,3 +105,30 @@ async def busy_conflict(engine: AsyncEngine, *, marketplace_id: int) -> Conflict
     return Conflict(
         f"a bulk sync of marketplace {marketplace_id} is already running{where}", run_id=run_id
     )
+
+
+async def take_bulk_lock(
+    ctx: ServiceContext, stack: AsyncExitStack, *, marketplace_id: int
+) -> HeldLock:
+    """The marketplace's bulk-sync lock, held until `stack` closes; Conflict (409) naming the
+    running run when another run holds it.
+
+    When the lock is taken and no run of the marketplace is `running`, its holder is finishing
+    (or starting): the lock is waited for, briefly, so that a finished run never refuses a
+    trigger.
+    """
+    name = bulk_lock_name(marketplace_id)
+    try:
+        return await stack.enter_async_context(ctx.locks.hold(name, timeout=0))
+    except LockBusy:
+        pass
+    async with ctx.engine.connect() as conn:
+        running = await runs.running_run_ids(conn, marketplace_id=marketplace_id)
+    if not running:
+        try:
+            return await stack.enter_async_context(
+                ctx.locks.hold(name, timeout=FINISHING_RUN_WAIT_SECONDS)
+            )
+        except LockBusy:
+            pass
+    raise await busy_conflict(ctx.engine, marketplace_id=marketplace_id)
