@@ -1,4 +1,8 @@
-"""`python -m simulator --port 9000 --listings 5000`: a local Back Market stand-in."""
+"""`python -m simulator --port 9000 --listings 5000`: a local Back Market stand-in.
+
+``--kind refurbed`` serves the Refurbed stand-in instead, with the same options
+(see ``simulator.refurbed.__main__``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from collections.abc import Sequence
 from simulator.config import SimulatorConfig
 from simulator.server import run
 
+SIMULATOR_KINDS = ("backmarket", "refurbed")
+
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = SimulatorConfig()
@@ -15,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="simulator",
         description="Serve a local stand-in for Back Market's listings API.",
     )
+    # Read by main() before this parser; listed here for --help.
+    parser.add_argument("--kind", choices=SIMULATOR_KINDS, default="backmarket")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--listings", type=int, default=defaults.listings)
@@ -48,8 +56,16 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    kind_parser = argparse.ArgumentParser(add_help=False)
+    kind_parser.add_argument("--kind", choices=SIMULATOR_KINDS, default="backmarket")
+    chosen, rest = kind_parser.parse_known_args(argv)
+    if chosen.kind == "refurbed":
+        from simulator.refurbed.__main__ import main as refurbed_main
+
+        refurbed_main(rest)
+        return
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(rest)
     try:
         config = config_from_args(args)
     except ValueError as invalid:

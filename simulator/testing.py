@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from simulator.app import create_simulator_app
 from simulator.config import SimulatorConfig
@@ -34,21 +35,23 @@ from simulator.orders import PlacedOrder
 from simulator.state import ListingRef, SimulatorState
 
 
-class RunningSimulator:
-    """uvicorn serving a simulator on 127.0.0.1 in a background thread."""
+class ServedApp:
+    """uvicorn serving an ASGI app on 127.0.0.1 in a background thread.
+
+    ``wake`` is called before stopping: it must release whatever the app keeps parked
+    (held requests, timeout faults), which would otherwise keep uvicorn waiting.
+    """
 
     def __init__(
         self,
-        config: SimulatorConfig | None = None,
+        app: ASGIApp,
         *,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        wake: Callable[[], None],
         log_level: str = "warning",
         startup_timeout_s: float = 10.0,
     ) -> None:
-        self.config = config or SimulatorConfig()
-        self.app = create_simulator_app(self.config, clock=clock, wall_clock=wall_clock)
-        self.state: SimulatorState = self.app.state.sim
+        self.app = app
+        self._wake = wake
         self._log_level = log_level
         self._startup_timeout_s = startup_timeout_s
         self._server: uvicorn.Server | None = None
@@ -64,23 +67,6 @@ class RunningSimulator:
         if self.port is None:
             raise RuntimeError("the simulator is not running")
         return f"http://127.0.0.1:{self.port}"
-
-    # -- customer orders: shortcuts to the state's methods, callable from any thread ----
-
-    def place_order(self, ref: ListingRef, units: int = 1, *, hidden: bool = False) -> PlacedOrder:
-        """A customer buys; stock drops now. ``hidden``: state 0, listed only once paid."""
-        return self.state.place_order(ref, units, hidden=hidden)
-
-    def pay_order(self, order_id: int) -> dict[str, Any]:
-        """A hidden order's payment clears: state 1, date_modification now."""
-        return self.state.pay_order(order_id)
-
-    def cancel_line(self, order_id: int, line_id: int, state: int = 4) -> dict[str, Any]:
-        """Cancel (4) or refund (5, 6) a line: its units go back once."""
-        return self.state.cancel_line(order_id, line_id, state)
-
-    def orders(self, *, include_hidden: bool = True) -> list[dict[str, Any]]:
-        return self.state.orders(include_hidden=include_hidden)
 
     def start(self) -> Self:
         if self._server is not None:
@@ -125,7 +111,7 @@ class RunningSimulator:
         if server is None or thread is None:
             return
         # Parked and sleeping requests would otherwise keep uvicorn waiting.
-        self.state.wake_everything()
+        self._wake()
         server.should_exit = True
         thread.join(timeout=10)
         if thread.is_alive():
@@ -154,3 +140,43 @@ class RunningSimulator:
         traceback: TracebackType | None,
     ) -> None:
         await asyncio.to_thread(self.stop)
+
+
+class RunningSimulator(ServedApp):
+    """The Back Market simulator served by uvicorn on 127.0.0.1 in a background thread."""
+
+    def __init__(
+        self,
+        config: SimulatorConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        log_level: str = "warning",
+        startup_timeout_s: float = 10.0,
+    ) -> None:
+        self.config = config or SimulatorConfig()
+        app = create_simulator_app(self.config, clock=clock, wall_clock=wall_clock)
+        self.state: SimulatorState = app.state.sim
+        super().__init__(
+            app,
+            wake=self.state.wake_everything,
+            log_level=log_level,
+            startup_timeout_s=startup_timeout_s,
+        )
+
+    # -- customer orders: shortcuts to the state's methods, callable from any thread ----
+
+    def place_order(self, ref: ListingRef, units: int = 1, *, hidden: bool = False) -> PlacedOrder:
+        """A customer buys; stock drops now. ``hidden``: state 0, listed only once paid."""
+        return self.state.place_order(ref, units, hidden=hidden)
+
+    def pay_order(self, order_id: int) -> dict[str, Any]:
+        """A hidden order's payment clears: state 1, date_modification now."""
+        return self.state.pay_order(order_id)
+
+    def cancel_line(self, order_id: int, line_id: int, state: int = 4) -> dict[str, Any]:
+        """Cancel (4) or refund (5, 6) a line: its units go back once."""
+        return self.state.cancel_line(order_id, line_id, state)
+
+    def orders(self, *, include_hidden: bool = True) -> list[dict[str, Any]]:
+        return self.state.orders(include_hidden=include_hidden)
