@@ -30,6 +30,7 @@ from app.services.backmarket import (
     OutcomeUnknown,
     RateLimited,
     Unauthorized,
+    listing_from_api,
 )
 
 BASE = "https://bm.test"
@@ -150,9 +151,9 @@ async def read_feed(
 def test_listing_from_api_coerces_integer_strings() -> None:
     body = {"id": "abc", "listing_id": "42", "quantity": "7", "sku": 123, "publication_state": "2"}
 
-    listing = Listing.from_api(body)
+    listing = listing_from_api(body)
 
-    assert listing == Listing(id="abc", listing_id=42, sku="123", quantity=7, publication_state=2)
+    assert listing == Listing(id="abc", listing_id=42, sku="123", quantity=7, state=2)
 
 
 @pytest.mark.parametrize(
@@ -170,7 +171,7 @@ def test_listing_from_api_coerces_integer_strings() -> None:
 )
 def test_listing_from_api_rejects_missing_or_unusable_id_or_quantity(body: dict[str, Any]) -> None:
     with pytest.raises(BadResponse):
-        Listing.from_api(body)
+        listing_from_api(body)
 
 
 # -- headers ----------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ from app.services.backmarket import (
     BackMarketUnavailable,
     BadResponse,
     IncompleteFeed,
-    Listing,
     OutcomeUnknown,
+    listing_from_api,
 )
 from tests.services.test_backmarket_client import (
     BASE,
@@ -182,7 +182,7 @@ async def test_an_update_answering_200_with_a_bad_shape_is_never_retried_and_out
 def test_a_quantity_that_is_an_integer_or_an_integer_string_is_read(
     quantity: Any, read_as: int
 ) -> None:
-    assert Listing.from_api({**listing_json(1), "quantity": quantity}).quantity == read_as
+    assert listing_from_api({**listing_json(1), "quantity": quantity}).quantity == read_as
 
 
 @pytest.mark.parametrize(
@@ -190,7 +190,7 @@ def test_a_quantity_that_is_an_integer_or_an_integer_string_is_read(
 )
 def test_a_quantity_that_is_negative_a_float_or_not_a_number_is_unusable(quantity: Any) -> None:
     with pytest.raises(BadResponse, match="no usable 'quantity'"):
-        Listing.from_api({**listing_json(1), "quantity": quantity})
+        listing_from_api({**listing_json(1), "quantity": quantity})
 
 
 def test_a_listing_without_an_id_is_unusable_even_with_a_listing_id() -> None:
@@ -198,20 +198,20 @@ def test_a_listing_without_an_id_is_unusable_even_with_a_listing_id() -> None:
     del body["id"]
 
     with pytest.raises(BadResponse, match="listing_id 77 has no usable 'id'"):
-        Listing.from_api(body)
+        listing_from_api(body)
 
 
 def test_a_listing_without_a_listing_id_is_read_by_its_uuid() -> None:
     body = listing_json(1)
     del body["listing_id"]
 
-    assert Listing.from_api(body).listing_id is None
+    assert listing_from_api(body).listing_id is None
 
 
 def test_prices_sent_as_numbers_do_not_matter_to_a_listing() -> None:
     body = {**listing_json(1, quantity=4), "price": 100.5, "min_price": 90, "max_price": None}
 
-    assert Listing.from_api(body).quantity == 4
+    assert listing_from_api(body).quantity == 4
 
 
 @pytest.mark.parametrize(

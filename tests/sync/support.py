@@ -185,9 +185,7 @@ async def wait_for_run(
 def listing(
     uuid: str, *, listing_id: int | None, quantity: int, sku: str | None = None, state: int = 2
 ) -> Listing:
-    return Listing(
-        id=uuid, listing_id=listing_id, sku=sku, quantity=quantity, publication_state=state
-    )
+    return Listing(id=uuid, listing_id=listing_id, sku=sku, quantity=quantity, state=state)
 
 
 class ScriptedFeed:
@@ -210,7 +208,7 @@ class ScriptedFeed:
         for number, page in enumerate(pages, start=1):
             self.requests.append(market)
             yield ListingPage(
-                market=market,
+                feed=market,
                 page=number,
                 fetched_at=datetime.now(UTC),
                 listings=list(page),

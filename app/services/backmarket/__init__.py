@@ -36,6 +36,7 @@ from app.services.backmarket.listing import (
     LISTINGS_PATH,
     Listing,
     ListingPage,
+    listing_from_api,
 )
 from app.services.backmarket.orders import ENDPOINT_LIST_ORDERS, Order, OrderLine, OrderPage
 from app.services.backmarket.pages import MAX_PAGE_SIZE
@@ -64,4 +65,5 @@ __all__ = [
     "OutcomeUnknown",
     "RateLimited",
     "Unauthorized",
+    "listing_from_api",
 ]

@@ -35,6 +35,7 @@ from app.services.backmarket.listing import (
     LISTINGS_PATH,
     Listing,
     ListingPage,
+    listing_from_api,
     listing_path,
 )
 from app.services.backmarket.orders import OrderPage, iter_order_pages
@@ -48,7 +49,7 @@ _LISTINGS: PagedEndpoint[Listing] = PagedEndpoint(
     path=LISTINGS_PATH,
     endpoint=ENDPOINT_LIST_LISTINGS,
     noun="listings",
-    parse_item=Listing.from_api,
+    parse_item=listing_from_api,
     item_key=lambda listing: listing.id,
     # One listing without a usable id or quantity must not cost the other 49 of its page.
     skip_unusable_items=True,
@@ -57,7 +58,7 @@ _LISTINGS: PagedEndpoint[Listing] = PagedEndpoint(
 
 def _listing_of(body: Any) -> Listing:
     try:
-        return Listing.from_api(body)
+        return listing_from_api(body)
     except BadResponse as exc:
         raise UnexpectedShape(str(exc)) from None
 
@@ -213,7 +214,7 @@ class BackMarketClient:
         async with aclosing(pages) as arrivals:
             async for page, pages_expected in arrivals:
                 yield ListingPage(
-                    market=market,
+                    feed=market,
                     page=page.page,
                     fetched_at=page.fetched_at,
                     listings=page.items,
@@ -307,7 +308,7 @@ class BackMarketClient:
             )
 
         try:
-            answered = Listing.from_api(reply.body)
+            answered = listing_from_api(reply.body)
         except BadResponse as exc:
             if status != 202:
                 raise unknown(f"with {describe_body(reply.response, reply.body)} ({exc})") from None

@@ -1,15 +1,16 @@
-"""A Back Market listing as stock sees it, one page of a market's listings, and the paths."""
+"""A Back Market listing body read as the neutral `Listing`, and the listing paths."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 from app.services.backmarket.answers import as_int
 from app.services.backmarket.errors import BadResponse
+from app.services.marketplace.types import Listing, ListingPage
+
+__all__ = ["Listing", "ListingPage", "listing_from_api", "listing_path"]
 
 LISTINGS_PATH = "/ws/listings"
 ENDPOINT_LIST_LISTINGS = "GET /ws/listings"
@@ -17,65 +18,39 @@ ENDPOINT_GET_LISTING = "GET /ws/listings/{listingId}"
 ENDPOINT_UPDATE_LISTING = "POST /ws/listings/{listingId}"
 
 
-@dataclass(frozen=True, slots=True)
-class Listing:
-    """The part of a Back Market listing that stock needs; `quantity` is global to all markets."""
+def listing_from_api(body: Mapping[str, Any]) -> Listing:
+    """The listing a Back Market body holds; BadResponse when `id` or `quantity` is unusable.
 
-    id: str
-    listing_id: int | None
-    sku: str | None
-    quantity: int
-    publication_state: int | None
-
-    @classmethod
-    def from_api(cls, body: Mapping[str, Any]) -> Listing:
-        """Raise BadResponse when `id` or `quantity` is missing or unusable.
-
-        `quantity` is an integer of at least 0, or a string of one ("12": the update endpoint
-        takes both); a float, a negative number, a bool or null is unusable. The optional fields
-        are read leniently (None when absent or not an integer) so that one odd field does not
-        lose the listing; it still matches by its UUID. Prices are not read at all.
-        """
-        if not isinstance(body, Mapping):
-            raise BadResponse(f"a listing must be a JSON object, got {type(body).__name__}")
-        listing_uuid = body.get("id")
-        if not isinstance(listing_uuid, str) or not listing_uuid.strip():
-            legacy_id = as_int(body.get("listing_id"))
-            named = "listing" if legacy_id is None else f"listing with listing_id {legacy_id}"
-            raise BadResponse(f"{named} has no usable 'id' ({type(listing_uuid).__name__})")
-        raw_quantity = body.get("quantity")
-        quantity = as_int(raw_quantity)
-        if quantity is None or quantity < 0:
-            shown = repr(raw_quantity)
-            shown = shown if len(shown) <= 40 else shown[:37] + "..."
-            raise BadResponse(
-                f"listing {listing_uuid} has no usable 'quantity' ({shown}): "
-                "a stock is an integer of at least 0"
-            )
-        sku = body.get("sku")
-        return cls(
-            id=listing_uuid.strip(),
-            listing_id=as_int(body.get("listing_id")),
-            sku=None if sku is None else str(sku),
-            quantity=quantity,
-            publication_state=as_int(body.get("publication_state")),
+    `quantity` is an integer of at least 0, or a string of one ("12": the update endpoint takes
+    both); a float, a negative number, a bool or null is unusable. The optional fields are read
+    leniently (None when absent or not an integer) so that one odd field does not lose the
+    listing; it still matches by its UUID. Prices are not read at all. Its `state` is
+    `publication_state`.
+    """
+    if not isinstance(body, Mapping):
+        raise BadResponse(f"a listing must be a JSON object, got {type(body).__name__}")
+    listing_uuid = body.get("id")
+    if not isinstance(listing_uuid, str) or not listing_uuid.strip():
+        legacy_id = as_int(body.get("listing_id"))
+        named = "listing" if legacy_id is None else f"listing with listing_id {legacy_id}"
+        raise BadResponse(f"{named} has no usable 'id' ({type(listing_uuid).__name__})")
+    raw_quantity = body.get("quantity")
+    quantity = as_int(raw_quantity)
+    if quantity is None or quantity < 0:
+        shown = repr(raw_quantity)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise BadResponse(
+            f"listing {listing_uuid} has no usable 'quantity' ({shown}): "
+            "a stock is an integer of at least 0"
         )
-
-
-@dataclass(frozen=True, slots=True)
-class ListingPage:
-    """One page of one market; `fetched_at` is when its successful request was sent."""
-
-    market: str
-    page: int
-    fetched_at: datetime
-    listings: list[Listing]
-    count: int
-    pages_expected: int
-    requests: int
-    # Listings of this page already read on an earlier page of the same feed (the catalogue
-    # shifted between pages); they are not in `listings` again.
-    repeated: list[str] = field(default_factory=list)
+    sku = body.get("sku")
+    return Listing(
+        id=listing_uuid.strip(),
+        listing_id=as_int(body.get("listing_id")),
+        sku=None if sku is None else str(sku),
+        quantity=quantity,
+        state=as_int(body.get("publication_state")),
+    )
 
 
 def listing_path(listing_ref: str | int) -> str:

@@ -20,6 +20,7 @@ from app.services.backmarket.budget import CallKind
 from app.services.backmarket.errors import BadResponse
 from app.services.backmarket.pages import MAX_PAGE_SIZE, PagedEndpoint, fetch_page
 from app.services.backmarket.transport import Transport
+from app.services.marketplace.types import OrderLine
 
 ORDERS_PATH = "/ws/orders"
 ENDPOINT_LIST_ORDERS = "GET /ws/orders"
@@ -27,17 +28,9 @@ ENDPOINT_LIST_ORDERS = "GET /ws/orders"
 MAX_ORDER_PAGES = 2_000
 
 
-@dataclass(frozen=True, slots=True)
-class OrderLine:
-    """One line of an order: `quantity` units of one listing. Times are naive UTC."""
-
-    id: int
-    order_id: int
-    listing_id: int | None
-    sku: str | None
-    quantity: int
-    state: int
-    created_at: datetime | None
+# Line states in which the units are not (or no longer) sold: 8 pending payment, 4 cancelled,
+# 5 and 6 refunded, 7 not paid. (0 new and 9 on hold still hold the unit.)
+UNSOLD_LINE_STATES = frozenset({4, 5, 6, 7, 8})
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,16 +52,17 @@ class Order:
         raw_lines = body.get("orderlines")
         if not isinstance(raw_lines, list):
             raise BadResponse(f"order {order_id} has no 'orderlines' list")
+        modified_at = parse_time(body.get("date_modification"))
         return cls(
             order_id=order_id,
             state=as_int(body.get("state")),
             created_at=parse_time(body.get("date_creation")),
-            modified_at=parse_time(body.get("date_modification")),
-            lines=[_line(order_id, raw) for raw in raw_lines],
+            modified_at=modified_at,
+            lines=[_line(order_id, raw, modified_at=modified_at) for raw in raw_lines],
         )
 
 
-def _line(order_id: int, body: Any) -> OrderLine:
+def _line(order_id: int, body: Any, *, modified_at: datetime | None) -> OrderLine:
     if not isinstance(body, Mapping):
         raise BadResponse(f"order {order_id}: a line must be a JSON object")
     line_id = as_int(body.get("id"))
@@ -77,14 +71,18 @@ def _line(order_id: int, body: Any) -> OrderLine:
     if line_id is None or quantity is None or state is None:
         raise BadResponse(f"order {order_id}: a line has no integer 'id', 'quantity' or 'state'")
     sku = body.get("listing")
+    listing_id = as_int(body.get("listing_id"))
     return OrderLine(
         id=line_id,
         order_id=order_id,
-        listing_id=as_int(body.get("listing_id")),
+        listing_id=listing_id,
         sku=None if sku is None else str(sku),
         quantity=quantity,
         state=state,
         created_at=parse_time(body.get("date_creation")),
+        listing_ref=None if listing_id is None else str(listing_id),
+        sold=state not in UNSOLD_LINE_STATES,
+        order_changed_at=modified_at,
     )
 
 

@@ -241,7 +241,7 @@ class _Poll:
                 variation_id=target.variation_id,
                 quantity=listings[target.variation_id].quantity,
                 sku=listings[target.variation_id].sku,
-                publication_state=listings[target.variation_id].publication_state,
+                publication_state=listings[target.variation_id].state,
                 # A change written after the reads were sent may be newer than what they saw.
                 not_changed_since=cutoff,
                 order_id=target.first_line.order_id,

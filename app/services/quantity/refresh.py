@@ -216,9 +216,7 @@ def _refreshed_quantity(
         reference_id=identity.get("reference_id", before.variation.reference_id),
         reference_uuid=identity.get("reference_uuid", before.variation.reference_uuid),
         sku=listing.sku if listing.sku is not None else before.sku,
-        publication_state=(
-            listing.publication_state if listing.publication_state is not None else before.state
-        ),
+        publication_state=(listing.state if listing.state is not None else before.state),
         quantity=row.listed_stock,
         locked_stock=row.locked_stock,
         available_stock=row.available_stock,

@@ -283,7 +283,7 @@ def observation_of(
         variation_id=variation.id,
         quantity=listing.quantity,
         sku=listing.sku,
-        publication_state=listing.publication_state,
+        publication_state=listing.state,
         not_changed_since=not_changed_since,
         reference_id=(
             str(listing.listing_id) if listing.listing_id is not None else variation.reference_id

@@ -127,7 +127,7 @@ class BatchWriter:
                 variation_id=variation_id,
                 quantity=observed.listing.quantity,
                 sku=observed.listing.sku,
-                publication_state=observed.listing.publication_state,
+                publication_state=observed.listing.state,
                 not_changed_since=observed.cutoff,
                 reference_id=reference_of(observed.listing),
             )

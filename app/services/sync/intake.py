@@ -118,7 +118,7 @@ class PageIntake:
         market["pages"] += 1
         market["listings"] += len(page.listings)
         market["count"] = page.count
-        market["pages_expected"] = max(market.get("pages_expected") or 0, page.pages_expected)
+        market["pages_expected"] = max(market.get("pages_expected") or 0, page.pages_expected or 0)
         self.market_pages_expected[page.market] = market["pages_expected"]
         self.market_calls[page.market] += page.requests
         self.run.pages_fetched += 1

@@ -130,7 +130,7 @@ async def import_variations(conn: AsyncConnection, unknown: list[Observed]) -> d
                 "reference_id": None if o.listing.listing_id is None else str(o.listing.listing_id),
                 "reference_uuid": o.listing.id,
                 "sku": o.listing.sku,
-                "state": o.listing.publication_state,
+                "state": o.listing.state,
                 "listed_stock": 0,
                 "created_at": now,
                 "updated_at": now,
