@@ -45,10 +45,10 @@ _RECORD_ATTRIBUTES = frozenset(
 _CORE_FIELDS = ("time", "level", "logger", "message")
 
 # Credentials in a header's shape, whoever's they are: "Authorization: Bearer <x>", "Basic <x>",
-# "X-API-Key: <x>" (8 characters or more, so that "Basic checks" stays readable). Configured
-# secrets are redacted wherever they appear, whatever their shape.
+# "Plain <x>" (Refurbed), "X-API-Key: <x>" (8 characters or more, so that "Basic checks" stays
+# readable). Configured secrets are redacted wherever they appear, whatever their shape.
 _CREDENTIAL_PATTERN = re.compile(
-    r"""(\b(?:Basic|Bearer) +|\b(?i:x-api-key)['"]?\s*[:=]\s*['"]?)(?!\[redacted\])[^\s'",;)\]}]{8,}"""
+    r"""(\b(?:Basic|Bearer|Plain) +|\b(?i:x-api-key)['"]?\s*[:=]\s*['"]?)(?!\[redacted\])[^\s'",;)\]}]{8,}"""
 )
 
 # An incoming id is echoed into logs and a response header: keep it short and inert.
@@ -93,8 +93,8 @@ class SecretRedactor:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SecretRedactor:
-        token = settings.backmarket_token.get_secret_value() if settings.backmarket_token else ""
-        return cls([token, *settings.api_keys, *_database_passwords(settings.database_url)])
+        # Every marketplace's token (BACKMARKET_TOKEN, MARKETPLACE_<ID>_TOKEN) and the API keys.
+        return cls([*settings.secrets(), *_database_passwords(settings.database_url)])
 
     def redact(self, text: str) -> str:
         for secret in self._secrets:

@@ -233,8 +233,8 @@ async def running_harness(
     app = create_app(settings, backmarket_http=backmarket_http)
     async with LifespanManager(app):
         # Tests assert behaviour, never timing: retries go at once.
-        app.state.container.ctx.backmarket.backoff_base_seconds = 0.0
-        app.state.container.ctx.backmarket.backoff_cap_seconds = 0.0
+        app.state.container.ctx.marketplaces.get(1).client.backoff_base_seconds = 0.0
+        app.state.container.ctx.marketplaces.get(1).client.backoff_cap_seconds = 0.0
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://stock-sync.test"
         ) as http:

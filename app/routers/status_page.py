@@ -22,12 +22,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.config import FIRST_MARKETPLACE_ID
 from app.deps import ContainerDep
 from app.errors import Conflict
 from app.http_limits import INT_MAX
 from app.models import RunTrigger
 from app.routers import page_format
-from app.services.marketplaces import BACKMARKET_MARKETPLACE_ID
 from app.services.status_page import read_status_page
 from app.services.sync import SyncOptions
 
@@ -70,6 +70,7 @@ async def status_page(request: Request, container: ContainerDep) -> Response:
     try:
         page = await read_status_page(
             container.ctx,
+            marketplace=container.ctx.marketplaces.get(FIRST_MARKETPLACE_ID),
             watcher=container.watcher,
             schedule=container.scheduler.info(),
             variation_id=variation_id,
@@ -112,7 +113,7 @@ async def start_sync_from_page(request: Request, container: ContainerDep) -> Res
         return _login_page(request, message="Sign in first.")
     if not _csrf_ok(request, form):
         return _csrf_refused(request)
-    options = SyncOptions(marketplace_id=BACKMARKET_MARKETPLACE_ID, trigger=RunTrigger.API)
+    options = SyncOptions(marketplace_id=FIRST_MARKETPLACE_ID, trigger=RunTrigger.API)
     try:
         started, _task = await container.runner.start(options)
     except Conflict as busy:

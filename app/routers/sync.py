@@ -8,11 +8,11 @@ from fastapi import APIRouter, Body, Depends, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
+from app.config import FIRST_MARKETPLACE_ID
 from app.deps import ContainerDep, require_json_body
 from app.errors import error_responses
 from app.http_limits import INT_MAX, MAX_BODY_BYTES, MarketplaceId, RunId
 from app.models import RunTrigger
-from app.services.marketplaces import BACKMARKET_MARKETPLACE_ID
 from app.services.orders import WatcherStatus
 from app.services.sync import Run, SyncOptions, runs
 
@@ -22,7 +22,7 @@ router = APIRouter(prefix="/sync", tags=["sync"])
 class BulkSyncRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    marketplace_id: MarketplaceId = BACKMARKET_MARKETPLACE_ID
+    marketplace_id: MarketplaceId = FIRST_MARKETPLACE_ID
     dry_run: bool = False
     import_unknown: bool = False
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.models import OrderLineSeen, StockAddition, Variation, table_of
-from app.services.backmarket import OrderLine
+from app.services.marketplace import OrderLine
 
 line_table = table_of(OrderLineSeen)
 addition_table = table_of(StockAddition)
@@ -37,9 +37,14 @@ class LineEvent:
     variation_id: int | None
 
 
-async def variations_of_lines(conn: AsyncConnection, lines: Sequence[OrderLine]) -> dict[int, int]:
-    """line id -> variation id: by `listing_id` = `variation.reference_id`, else SKU = `sku`."""
-    listing_ids = sorted({str(line.listing_id) for line in lines if line.listing_id is not None})
+async def variations_of_lines(
+    conn: AsyncConnection, lines: Sequence[OrderLine], *, by_reference: bool = True
+) -> dict[int, int]:
+    """line id -> variation id: by `listing_id` = `variation.reference_id` (`by_reference`:
+    marketplace 1, whose listing ids the variations hold), else SKU = `sku`."""
+    listing_ids = sorted(
+        {str(line.listing_id) for line in lines if by_reference and line.listing_id is not None}
+    )
     skus = sorted({line.sku for line in lines if line.sku})
     by_listing: dict[str, int] = {}
     by_sku: dict[str, int] = {}

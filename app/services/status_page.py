@@ -11,8 +11,8 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from app.models import RunStatus
-from app.services.backmarket.budget import BudgetSnapshot, CallKind
 from app.services.context import ServiceContext
+from app.services.marketplace import BudgetSnapshot, CallKind, Marketplace
 from app.services.orders import OrdersWatcher, WatcherStatus
 from app.services.quantity.update_budget import BudgetStatus, budget_status
 from app.services.sync import runs
@@ -63,6 +63,7 @@ class StatusPage:
 async def read_status_page(
     ctx: ServiceContext,
     *,
+    marketplace: Marketplace,
     watcher: OrdersWatcher,
     schedule: dict[str, Any],
     variation_id: int | None = None,
@@ -71,7 +72,7 @@ async def read_status_page(
     now = now or datetime.now(UTC)
     recent = await runs.list_runs(ctx.engine, marketplace_id=None, limit=RECENT_RUNS)
     watcher_status = await watcher.status()
-    snapshot = ctx.backmarket.budget_snapshot()
+    snapshot = marketplace.budget_snapshot()
     return StatusPage(
         running=_progress(recent, now=now),
         runs=recent,
@@ -80,10 +81,8 @@ async def read_status_page(
         schedule=schedule,
         request_budget=snapshot,
         request_budget_by_kind=_use_by_kind(snapshot),
-        request_budget_paused_seconds=ctx.backmarket.paused_for(),
-        update_budget=await budget_status(
-            ctx.engine, limit=ctx.settings.backmarket_updates_per_hour
-        ),
+        request_budget_paused_seconds=marketplace.paused_for(),
+        update_budget=await budget_status(ctx.engine, limit=marketplace.updates_per_hour),
         variation=None
         if variation_id is None
         else await read_variation_stock(ctx.engine, variation_id=variation_id),

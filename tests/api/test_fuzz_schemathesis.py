@@ -121,7 +121,7 @@ def service_schema(db_url: str) -> Iterator[Any]:
     schema = schemathesis.openapi.from_asgi(
         "/openapi.json", app, config=schemathesis.Config.from_dict({"seed": FUZZ_SEED})
     )
-    backmarket = app.state.container.ctx.backmarket
+    backmarket = app.state.container.ctx.marketplaces.get(1).client
     backmarket.backoff_base_seconds = 0.0
     backmarket.backoff_cap_seconds = 0.0
     try:

@@ -77,8 +77,8 @@ async def another_process(settings: Settings, simulator_app: FastAPI) -> AsyncIt
         ) as backmarket_http,
         open_container(settings, backmarket_http=backmarket_http, migrate=False) as container,
     ):
-        container.ctx.backmarket.backoff_base_seconds = 0.0
-        container.ctx.backmarket.backoff_cap_seconds = 0.0
+        container.ctx.marketplaces.get(1).client.backoff_base_seconds = 0.0
+        container.ctx.marketplaces.get(1).client.backoff_cap_seconds = 0.0
         yield container
 
 

@@ -147,11 +147,12 @@ async def test_orders_placed_after_a_quiet_first_poll_are_read_however_long_the_
     sim = service.simulator
     ctx = service.app.state.container.ctx
     followed = await follow(service, 0, quantity=5)
-    quiet = await poll_orders(ctx, overlap=timedelta(0))
+    marketplace = ctx.marketplaces.get(1)
+    quiet = await poll_orders(ctx, marketplace, overlap=timedelta(0))
     assert quiet is not None and quiet.orders == 0
 
     placed = sim.place_order(followed.listing_id, 1)
-    outcome = await poll_orders(ctx, overlap=timedelta(0))
+    outcome = await poll_orders(ctx, marketplace, overlap=timedelta(0))
 
     assert outcome is not None and outcome.listings_refreshed == 1
     assert await seen_lines(service.engine) == {placed.line_id: 1}

@@ -373,6 +373,7 @@ async def test_addition_waiting_too_long_for_the_variation_is_409_and_sends_noth
         with pytest.raises(Conflict) as refused:
             await add_quantity(
                 ctx,
+                marketplace_id=1,
                 variation_id=listing.variation_id,
                 quantity=1,
                 lock_timeout=0.05,

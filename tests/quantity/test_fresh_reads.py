@@ -104,7 +104,7 @@ async def test_max_age_fresh_does_not_wait_for_the_variation_lock(
 
     async with holding_variation(service, listing.variation_id):
         answer = await refresh_quantity(
-            ctx, variation_id=listing.variation_id, max_age=60, lock_timeout=0.05
+            ctx, marketplace_id=1, variation_id=listing.variation_id, max_age=60, lock_timeout=0.05
         )
 
     # Not the "another stock change is running" stale answer: the lock was never asked for.

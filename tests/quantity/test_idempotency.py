@@ -61,6 +61,7 @@ async def test_repeat_of_a_settled_key_is_answered_while_another_change_holds_th
         # Read before the variation's lock is asked for: no wait, no "busy" 409.
         repeat = await add_quantity(
             ctx,
+            marketplace_id=1,
             variation_id=listing.variation_id,
             quantity=3,
             idempotency_key="key-1",

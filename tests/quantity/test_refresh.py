@@ -215,9 +215,9 @@ async def test_refresh_of_a_variation_without_back_market_reference_is_409_and_s
 
 
 @pytest.mark.parametrize(
-    ("marketplace_id", "words"), [(4, "has no Back Market connection"), (77, "does not exist")]
+    ("marketplace_id", "words"), [(4, "is not configured"), (77, "is not configured")]
 )
-async def test_refresh_for_a_marketplace_without_client_is_422_and_sends_nothing(
+async def test_refresh_for_a_marketplace_not_configured_is_422_and_sends_nothing(
     service: Any, listing: LinkedListing, marketplace_id: int, words: str
 ) -> None:
     response = await service.http.get(
@@ -275,6 +275,7 @@ async def test_refresh_answers_stale_when_another_change_holds_the_variation_too
     async with holding_variation(service, listing.variation_id):
         answer = await refresh_quantity(
             ctx,
+            marketplace_id=1,
             variation_id=listing.variation_id,
             lock_timeout=0.05,
         )

@@ -329,6 +329,7 @@ async def test_a_removal_floored_at_zero_removes_what_there_is(
 ) -> None:
     result = await add_quantity(
         service.app.state.container.ctx,
+        marketplace_id=1,
         variation_id=listing.variation_id,
         quantity=-(START_QUANTITY + 4),
         floor_at_zero=True,
@@ -357,7 +358,7 @@ def test_an_order_line_names_its_listing_by_id_else_by_sku() -> None:
 async def test_an_addition_without_answer_leaves_the_sale_made_during_it_to_the_watcher(
     service: Any, listing: LinkedListing, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = service.app.state.container.ctx.backmarket
+    client = service.app.state.container.ctx.marketplaces.get(1).client
     update_listing = client.update_listing
 
     async def sold_then_applied_and_answer_lost(ref: str, **kwargs: Any) -> bm.Listing:

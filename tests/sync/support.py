@@ -189,19 +189,24 @@ def listing(
 
 
 class ScriptedFeed:
-    """A stand-in for BackMarketClient.iter_listing_pages: fixed pages per market.
+    """A stand-in for a marketplace adapter's listing feeds: fixed pages per market.
 
     A market's script is a list of pages (lists of listings) and may end with an exception,
     raised after the pages, as the real client raises IncompleteFeed after the good pages.
     """
 
+    # Marketplace 1, whose feeds are the scripts' markets.
+    id = 1
+
     def __init__(self, scripts: dict[str, Sequence[Sequence[Listing] | BaseException]]) -> None:
         self.scripts = scripts
         self.requests: list[str] = []
+        self.feeds = list(scripts)
 
-    async def iter_listing_pages(
-        self, market: str, *, page_size: int = 50, concurrency: int | None = None
-    ) -> AsyncIterator[ListingPage]:
+    async def aclose(self) -> None:
+        return None
+
+    async def iter_listing_pages(self, market: str) -> AsyncIterator[ListingPage]:
         script = self.scripts[market]
         pages = [step for step in script if not isinstance(step, BaseException)]
         count = sum(len(page) for page in pages)

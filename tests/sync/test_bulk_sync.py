@@ -16,6 +16,7 @@ from app.config import Settings
 from app.models import RunTrigger
 from app.services.context import ServiceContext
 from app.services.locks import NamedLocks, engine_lock_name
+from app.services.marketplace import MarketplaceRegistry
 from app.services.sync import SnapshotClock, VariationIdSet, bulk_lock_name, run_bulk_sync
 from app.services.sync import batch as batch_module
 from tests.sync.support import (
@@ -122,7 +123,7 @@ async def test_markets_disagreeing_on_a_quantity_are_recorded_and_one_value_appl
         ServiceContext(
             settings=make_settings(backmarket_markets="fr-fr,de-de"),
             engine=engine,
-            backmarket=feed,  # type: ignore[arg-type]
+            marketplaces=MarketplaceRegistry([feed]),  # type: ignore[list-item]
             locks=locks,
         )
     )
@@ -444,7 +445,7 @@ async def test_a_crash_mid_run_leaves_a_failed_run_and_keeps_what_was_written(
         ServiceContext(
             settings=make_settings(),
             engine=engine,
-            backmarket=feed,  # type: ignore[arg-type]
+            marketplaces=MarketplaceRegistry([feed]),  # type: ignore[list-item]
             locks=locks,
         )
     )
@@ -583,7 +584,7 @@ async def test_a_batch_committed_whose_answer_was_lost_still_counts_in_the_faile
         ServiceContext(
             settings=make_settings(),
             engine=engine,
-            backmarket=feed,  # type: ignore[arg-type]
+            marketplaces=MarketplaceRegistry([feed]),  # type: ignore[list-item]
             locks=locks,
         )
     )

@@ -31,7 +31,9 @@ from app.services.backmarket.errors import BackMarketError, BadResponse, Outcome
 from app.services.backmarket.listing import (
     ENDPOINT_GET_LISTING,
     ENDPOINT_LIST_LISTINGS,
+    ENDPOINT_LISTING_DETAIL,
     ENDPOINT_UPDATE_LISTING,
+    LISTING_DETAIL_PATH,
     LISTINGS_PATH,
     Listing,
     ListingPage,
@@ -240,6 +242,21 @@ class BackMarketClient:
             listing_path(listing_ref),
             endpoint=ENDPOINT_GET_LISTING,
             market=market or self._default_market,
+            kind=kind,
+            parse=_listing_of,
+        )
+        return reply.value
+
+    async def get_listing_detail(
+        self, *, sku: str, market: str | None = None, kind: CallKind = CallKind.LIVE
+    ) -> Listing:
+        """GET the listing of a SKU (`/ws/listings/detail?sku=`); ListingNotFound when none."""
+        reply = await self._transport.request(
+            "GET",
+            LISTING_DETAIL_PATH,
+            endpoint=ENDPOINT_LISTING_DETAIL,
+            market=market or self._default_market,
+            params=httpx.QueryParams({"sku": sku}),
             kind=kind,
             parse=_listing_of,
         )

@@ -16,6 +16,8 @@ LISTINGS_PATH = "/ws/listings"
 ENDPOINT_LIST_LISTINGS = "GET /ws/listings"
 ENDPOINT_GET_LISTING = "GET /ws/listings/{listingId}"
 ENDPOINT_UPDATE_LISTING = "POST /ws/listings/{listingId}"
+LISTING_DETAIL_PATH = "/ws/listings/detail"
+ENDPOINT_LISTING_DETAIL = "GET /ws/listings/detail"
 
 
 def listing_from_api(body: Mapping[str, Any]) -> Listing:

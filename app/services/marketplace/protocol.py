@@ -43,6 +43,11 @@ class Marketplace(Protocol):
         ...
 
     @property
+    def updates_per_hour(self) -> int:
+        """The account's update budget: listing updates sent in any rolling hour at most."""
+        ...
+
+    @property
     def feeds(self) -> Sequence[str]:
         """The feeds a bulk sync reads, each once: Back Market's markets, Refurbed's one feed.
 

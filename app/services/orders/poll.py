@@ -29,14 +29,14 @@ import sqlalchemy as sa
 from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.config import FIRST_MARKETPLACE_ID
 from app.db import database_now, transaction
 from app.errors import DomainError
 from app.models import ChangeType, Variation, table_of, utcnow
-from app.services import backmarket as bm
+from app.services import marketplace as mp
 from app.services import sales
 from app.services.context import ServiceContext
 from app.services.locks import LockBusy
-from app.services.marketplaces import BACKMARKET_MARKETPLACE_ID
 from app.services.orders import status
 from app.services.quantity import add_quantity
 from app.services.stock import StockObservation, write_observations
@@ -48,6 +48,14 @@ ORDERS_LOCK = "stock_sync:orders"
 # this long, so that one finishing (its failure already recorded) does not cost another
 # process its turn; a poll still reading the feed keeps the lock longer, and this one skips.
 FINISHING_POLL_WAIT_SECONDS = 2.0
+
+
+def orders_lock_name(marketplace_id: int) -> str:
+    """One poller at a time per marketplace; marketplace 1 keeps the lock's original name."""
+    return (
+        ORDERS_LOCK if marketplace_id == FIRST_MARKETPLACE_ID else f"{ORDERS_LOCK}:{marketplace_id}"
+    )
+
 
 variation_table = table_of(Variation)
 
@@ -72,18 +80,24 @@ class PollOutcome:
 
 
 async def poll_orders(
-    ctx: ServiceContext, *, overlap: timedelta, unless_polled_within: timedelta | None = None
+    ctx: ServiceContext,
+    marketplace: mp.Marketplace,
+    *,
+    overlap: timedelta,
+    unless_polled_within: timedelta | None = None,
 ) -> PollOutcome | None:
-    """Poll once; None when another process is polling right now, or (`unless_polled_within`)
-    when a poll succeeded less than that long ago."""
+    """Poll the marketplace's orders once; None when another process is polling them right
+    now, or (`unless_polled_within`) when a poll succeeded less than that long ago."""
     try:
-        async with ctx.locks.hold(ORDERS_LOCK, timeout=FINISHING_POLL_WAIT_SECONDS):
-            watch = await status.read_watch(ctx.engine)
+        async with ctx.locks.hold(
+            orders_lock_name(marketplace.id), timeout=FINISHING_POLL_WAIT_SECONDS
+        ):
+            watch = await status.read_watch(ctx.engine, marketplace_id=marketplace.id)
             if unless_polled_within is not None and _succeeded_within(watch, unless_polled_within):
                 log.debug("orders poll skipped: another process polled less than an interval ago")
                 POLLS.labels("skipped_recent").inc()
                 return None
-            return await _Poll(ctx, overlap=overlap).run(watch)
+            return await _Poll(ctx, marketplace, overlap=overlap).run(watch)
     except LockBusy:
         log.debug("orders poll skipped: another process is polling")
         POLLS.labels("skipped_busy").inc()
@@ -102,13 +116,16 @@ def _succeeded_within(watch: sa.Row[tuple[object, ...]] | None, window: timedelt
 @dataclass(frozen=True, slots=True)
 class _Target:
     variation_id: int
-    listing_ref: str
-    first_line: bm.OrderLine
+    ref: mp.ListingRef
+    first_line: mp.OrderLine
 
 
 class _Poll:
-    def __init__(self, ctx: ServiceContext, *, overlap: timedelta) -> None:
+    def __init__(
+        self, ctx: ServiceContext, marketplace: mp.Marketplace, *, overlap: timedelta
+    ) -> None:
         self.ctx = ctx
+        self.marketplace = marketplace
         self.overlap = overlap
         self.outcome = PollOutcome(at=utcnow())
 
@@ -133,6 +150,7 @@ class _Poll:
                 await sales.forget_old_additions(conn, now=cutoff)
                 await status.save_poll(
                     conn,
+                    marketplace_id=self.marketplace.id,
                     at=self.outcome.at,
                     calls=self.outcome.calls,
                     orders=self.outcome.orders,
@@ -140,10 +158,7 @@ class _Poll:
                     error=None,
                     watermark=self.outcome.watermark or anchor,
                 )
-        except bm.BackMarketError as exc:
-            if exc.endpoint == bm.ENDPOINT_LIST_ORDERS:
-                # The page that failed was sent too, with its retries.
-                self.outcome.calls += exc.attempts
+        except mp.MarketplaceError as exc:
             return await self._failed(str(exc), anchor=anchor)
         LAST_POLL.set(self.outcome.at.timestamp())
         await self._compensate()
@@ -158,28 +173,38 @@ class _Poll:
             )
         return self.outcome
 
-    async def _read_feed(self, since: datetime) -> list[tuple[bm.OrderLine, datetime | None]]:
-        lines: list[tuple[bm.OrderLine, datetime | None]] = []
+    async def _read_feed(self, since: datetime) -> list[tuple[mp.OrderLine, datetime | None]]:
+        lines: list[tuple[mp.OrderLine, datetime | None]] = []
         newest = None
-        async for page in self.ctx.backmarket.iter_order_pages(
-            modified_since=since, kind=bm.CallKind.WATCHER
-        ):
-            self.outcome.calls += page.requests
-            for order in page.orders:
-                self.outcome.orders += 1
-                if order.modified_at is not None and (newest is None or order.modified_at > newest):
-                    newest = order.modified_at
-                lines.extend((line, order.modified_at) for line in order.lines)
+        try:
+            async for page in self.marketplace.read_order_lines(
+                since=since, by="changed", kind=mp.CallKind.WATCHER
+            ):
+                self.outcome.calls += page.requests
+                self.outcome.orders += page.orders
+                changed = page.newest_change
+                if changed is not None and (newest is None or changed > newest):
+                    newest = changed
+                lines.extend((line, line.order_changed_at) for line in page.lines)
+        except mp.MarketplaceError as exc:
+            # The page that failed was sent too, with its retries.
+            self.outcome.calls += exc.attempts
+            raise
         self.outcome.watermark = newest
         return lines
 
     async def _events(
         self,
         conn: AsyncConnection,
-        lines: list[tuple[bm.OrderLine, datetime | None]],
+        lines: list[tuple[mp.OrderLine, datetime | None]],
     ) -> list[sales.LineEvent]:
         fresh = await sales.new_events(conn, lines)
-        variations = await sales.variations_of_lines(conn, [line for line, _ in fresh])
+        variations = await sales.variations_of_lines(
+            conn,
+            [line for line, _ in fresh],
+            # Only marketplace 1's listing ids are the variations' references.
+            by_reference=self.marketplace.id == FIRST_MARKETPLACE_ID,
+        )
         self.outcome.new_lines = len(fresh)
         return [
             sales.LineEvent(
@@ -203,36 +228,56 @@ class _Poll:
                 variation_table.c.id,
                 variation_table.c.reference_id,
                 variation_table.c.reference_uuid,
+                variation_table.c.sku,
             ).where(variation_table.c.id.in_(sorted(first)))
         )
         targets = []
-        for variation_id, reference_id, reference_uuid in rows:
+        for variation_id, reference_id, reference_uuid, sku in rows:
             line = first[variation_id].line
-            ref = (reference_uuid or "").strip() or (reference_id or "").strip()
-            if not ref and line.listing_id is not None:
-                ref = str(line.listing_id)
-            if ref:
-                targets.append(_Target(variation_id=variation_id, listing_ref=ref, first_line=line))
+            ref = ""
+            if self.marketplace.id == FIRST_MARKETPLACE_ID:
+                ref = (reference_uuid or "").strip() or (reference_id or "").strip()
+            ref = ref or (line.listing_ref or "").strip()
+            sku = (sku or "").strip() or (line.sku or "").strip()
+            if ref or sku:
+                targets.append(
+                    _Target(
+                        variation_id=variation_id,
+                        ref=mp.ListingRef(reference=ref or None, sku=sku or None),
+                        first_line=line,
+                    )
+                )
         return targets
 
-    async def _read_listings(self, targets: Sequence[_Target]) -> dict[int, bm.Listing]:
-        listings: dict[int, bm.Listing] = {}
+    async def _read_listings(self, targets: Sequence[_Target]) -> dict[int, mp.Listing]:
+        if not targets:
+            return {}
+        sent_before = self.marketplace.requests_total
+        try:
+            found = await self.marketplace.get_listings(
+                [target.ref for target in targets], kind=mp.CallKind.WATCHER
+            )
+        finally:
+            self.outcome.calls += self.marketplace.requests_total - sent_before
+        listings: dict[int, mp.Listing] = {}
         for target in targets:
-            self.outcome.calls += 1
-            try:
-                listings[target.variation_id] = await self.ctx.backmarket.get_listing(
-                    target.listing_ref, kind=bm.CallKind.WATCHER
-                )
-            except bm.ListingNotFound:
+            listing = found.get(target.ref)
+            if listing is None:
                 # Deleted or no longer the seller's: nothing to refresh, the sale stays recorded.
-                log.warning("orders poll: listing %s not found on Back Market", target.listing_ref)
+                log.warning(
+                    "orders poll: listing %s not found on marketplace %d",
+                    target.ref,
+                    self.marketplace.id,
+                )
+            else:
+                listings[target.variation_id] = listing
         return listings
 
     async def _write(
         self,
         conn: AsyncConnection,
         targets: Sequence[_Target],
-        listings: dict[int, bm.Listing],
+        listings: dict[int, mp.Listing],
         *,
         cutoff: datetime,
     ) -> None:
@@ -252,7 +297,7 @@ class _Poll:
         ]
         await write_observations(
             conn,
-            marketplace_id=BACKMARKET_MARKETPLACE_ID,
+            marketplace_id=self.marketplace.id,
             observations=observations,
             change_type=ChangeType.ORDER_SYNC,
         )
@@ -279,6 +324,7 @@ class _Poll:
             try:
                 await add_quantity(
                     self.ctx,
+                    marketplace_id=self.marketplace.id,
                     variation_id=variation_id,
                     quantity=-units,
                     idempotency_key=key[:255],
@@ -317,6 +363,7 @@ class _Poll:
         async with transaction(self.ctx.engine) as conn:
             await status.save_poll(
                 conn,
+                marketplace_id=self.marketplace.id,
                 at=self.outcome.at,
                 calls=self.outcome.calls,
                 orders=self.outcome.orders,

@@ -8,12 +8,18 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.config import FIRST_MARKETPLACE_ID
 from app.db import reading
 from app.models import OrderWatch, as_utc, table_of
 
 watch_table = table_of(OrderWatch)
 
+# The watch row's key: marketplace 1 keeps the row it always had.
 FEED = "backmarket"
+
+
+def feed_of(marketplace_id: int) -> str:
+    return FEED if marketplace_id == FIRST_MARKETPLACE_ID else f"marketplace:{marketplace_id}"
 
 
 class LastPoll(BaseModel):
@@ -38,10 +44,13 @@ class WatcherStatus(BaseModel):
     lag_seconds: float | None = None
 
 
-async def read_watch(engine: AsyncEngine) -> sa.Row[tuple[object, ...]] | None:
+async def read_watch(
+    engine: AsyncEngine, *, marketplace_id: int
+) -> sa.Row[tuple[object, ...]] | None:
+    feed = feed_of(marketplace_id)
     async with reading(engine) as conn:
         return (
-            await conn.execute(sa.select(watch_table).where(watch_table.c.feed == FEED))
+            await conn.execute(sa.select(watch_table).where(watch_table.c.feed == feed))
         ).first()
 
 
@@ -60,6 +69,7 @@ def last_poll_of(row: sa.Row[tuple[object, ...]] | None) -> LastPoll | None:
 async def save_poll(
     conn: AsyncConnection,
     *,
+    marketplace_id: int,
     at: datetime,
     calls: int,
     orders: int,
@@ -76,13 +86,14 @@ async def save_poll(
         "last_poll_error": error,
         "updated_at": at,
     }
-    # One watcher at a time holds the orders lock, so reading then writing is safe here.
+    feed = feed_of(marketplace_id)
+    # One watcher at a time holds the marketplace's orders lock, so reading then writing is safe.
     current = (
-        await conn.execute(sa.select(watch_table.c.watermark).where(watch_table.c.feed == FEED))
+        await conn.execute(sa.select(watch_table.c.watermark).where(watch_table.c.feed == feed))
     ).first()
     if current is None:
-        await conn.execute(sa.insert(watch_table).values(feed=FEED, watermark=watermark, **values))
+        await conn.execute(sa.insert(watch_table).values(feed=feed, watermark=watermark, **values))
         return
     if watermark is not None and (current.watermark is None or watermark > current.watermark):
         values["watermark"] = watermark
-    await conn.execute(sa.update(watch_table).where(watch_table.c.feed == FEED).values(**values))
+    await conn.execute(sa.update(watch_table).where(watch_table.c.feed == feed).values(**values))

@@ -12,13 +12,21 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import Gauge
 
+from app.config import FIRST_MARKETPLACE_ID
 from app.services.context import ServiceContext
+from app.services.marketplace import Marketplace
 from app.services.orders import status
 from app.services.orders.poll import PollOutcome, poll_orders
 
 log = logging.getLogger(__name__)
 
 JOB_ID = "stock_sync:orders:watch"
+
+
+def job_id(marketplace_id: int) -> str:
+    return JOB_ID if marketplace_id == FIRST_MARKETPLACE_ID else f"{JOB_ID}:{marketplace_id}"
+
+
 SHUTDOWN_GRACE_SECONDS = 5.0
 # A scheduled poll is skipped when some process's poll succeeded within this share of the
 # interval: the gap between two reads of the feed stays between 0.8 and 1 interval.
@@ -34,8 +42,9 @@ LAG_SECONDS = Gauge(
 class OrdersWatcher:
     """Schedules the polls on the process's scheduler and reports the watcher's state."""
 
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, marketplace: Marketplace) -> None:
         self.ctx = ctx
+        self.marketplace = marketplace
         self.interval_seconds = ctx.settings.order_sync_interval_seconds
         self.overlap = timedelta(seconds=ctx.settings.order_sync_overlap_seconds)
         self._scheduled: asyncio.Task[PollOutcome | None] | None = None
@@ -56,7 +65,10 @@ class OrdersWatcher:
         """One poll now; None when another process is polling, or (`unless_polled_within`) when
         a poll succeeded less than that long ago."""
         outcome = await poll_orders(
-            self.ctx, overlap=self.overlap, unless_polled_within=unless_polled_within
+            self.ctx,
+            self.marketplace,
+            overlap=self.overlap,
+            unless_polled_within=unless_polled_within,
         )
         if outcome is not None and outcome.error is None:
             self._saw_success(outcome.at)
@@ -101,8 +113,8 @@ class OrdersWatcher:
         scheduler.add_job(
             self._scheduled_poll,
             IntervalTrigger(seconds=self.interval_seconds, timezone=UTC),
-            id=JOB_ID,
-            name="orders watcher",
+            id=job_id(self.marketplace.id),
+            name=f"orders watcher of marketplace {self.marketplace.id}",
             coalesce=True,
             max_instances=1,
             next_run_time=datetime.now(UTC),
@@ -112,7 +124,7 @@ class OrdersWatcher:
         log.info("orders watcher: every %d s", self.interval_seconds)
 
     async def status(self) -> status.WatcherStatus:
-        row = await status.read_watch(self.ctx.engine)
+        row = await status.read_watch(self.ctx.engine, marketplace_id=self.marketplace.id)
         last_poll = status.last_poll_of(row)
         if last_poll is not None and last_poll.at is not None and last_poll.error is None:
             self._saw_success(last_poll.at)

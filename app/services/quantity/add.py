@@ -23,7 +23,6 @@ from app.errors import Conflict, DomainError, InvalidRequest
 from app.logs import bind_log_context, reset_log_context
 from app.services.context import ServiceContext
 from app.services.locks import LockBusy, hold_variation
-from app.services.marketplaces import BACKMARKET_MARKETPLACE_ID
 from app.services.quantity import idempotency
 from app.services.quantity.add_key import AdditionKey
 from app.services.quantity.addition import Addition
@@ -47,7 +46,7 @@ async def add_quantity(
     *,
     variation_id: int,
     quantity: int,
-    marketplace_id: int = BACKMARKET_MARKETPLACE_ID,
+    marketplace_id: int,
     idempotency_key: str | None = None,
     lock_timeout: float = ADD_LOCK_TIMEOUT_SECONDS,
     floor_at_zero: bool = False,
@@ -85,17 +84,19 @@ async def add_quantity(
         check_added_quantity(quantity, limit=ctx.settings.add_quantity_limit)
         if idempotency_key is not None and (problem := idempotency.key_problem(idempotency_key)):
             raise InvalidRequest(problem)
+        marketplace = ctx.marketplaces.get(marketplace_id)
         async with ctx.engine.connect() as conn:
             stored = await read_stored(
-                conn, variation_id=variation_id, marketplace_id=marketplace_id, live=True
+                conn, variation_id=variation_id, marketplace_id=marketplace_id
             )
         addition = Addition(
             ctx=ctx,
             variation=stored.variation,
             variation_sku=stored.sku,
             marketplace_id=marketplace_id,
+            marketplace=marketplace,
+            ref=stored.listing_ref(),
             added=quantity,
-            listing_ref=stored.variation.listing_ref,
             floor_at_zero=floor_at_zero,
             key=AdditionKey(
                 engine=ctx.engine,

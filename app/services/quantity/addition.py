@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.db import in_transaction
 from app.errors import Conflict, DomainError, UpstreamOutcomeUnknown
 from app.models import utcnow
-from app.services import backmarket as bm
+from app.services import marketplace as mp
 from app.services.context import ServiceContext
 from app.services.locks import HeldLock
 from app.services.quantity import idempotency, sold_during
@@ -40,8 +40,10 @@ class Addition:
     variation: VariationRef
     variation_sku: str | None
     marketplace_id: int
+    # The marketplace's adapter, and how it names the variation's listing.
+    marketplace: mp.Marketplace
+    ref: mp.ListingRef
     added: int
-    listing_ref: str
     key: AdditionKey
     # A removal below zero removes down to 0 instead of being refused (the watcher's undoing).
     floor_at_zero: bool
@@ -79,6 +81,11 @@ class Addition:
         )
         return result, "applied"
 
+    @property
+    def listing_ref(self) -> str:
+        """The listing as messages and records name it."""
+        return str(self.ref)
+
     def _target(self, previous: int) -> int:
         target = previous + self.added
         if target >= 0:
@@ -107,20 +114,23 @@ class Addition:
     def _sender(self, held: HeldLock) -> UpdateSender:
         return UpdateSender(
             ctx=self.ctx,
+            marketplace=self.marketplace,
+            ref=self.ref,
             variation_id=self.variation.id,
-            listing_ref=self.listing_ref,
             key=self.key,
             held=held,
         )
 
     async def _undo_sales_during(
-        self, answered: bm.Listing, *, previous: int, added: int, window: SaleWindow, held: HeldLock
+        self, answered: mp.Listing, *, previous: int, added: int, window: SaleWindow, held: HeldLock
     ) -> AddResult:
         """Claim the sales the update overwrote and subtract them; record the outcome."""
         identity = sold_during.ListingIdentity.of(
             answered, variation_sku=self.variation_sku, reference_id=self.variation.reference_id
         )
-        found = await sold_during.read_sold_lines(self.ctx, identity=identity, window=window)
+        found = await sold_during.read_sold_lines(
+            self.marketplace, identity=identity, window=window
+        )
 
         async def claim(conn: AsyncConnection) -> PendingSubtraction | None:
             lines = await sold_during.claim_sold_lines(
@@ -151,7 +161,7 @@ class Addition:
 
     async def _subtract(
         self,
-        answered: bm.Listing,
+        answered: mp.Listing,
         pending: PendingSubtraction,
         *,
         window: SaleWindow,
@@ -270,10 +280,10 @@ class Addition:
             idempotency_key=self.key.key,
         )
 
-    async def _read_live(self) -> bm.Listing:
+    async def _read_live(self) -> mp.Listing:
         try:
-            return await self.ctx.backmarket.get_listing(self.listing_ref)
-        except bm.BackMarketError as exc:
+            return await self.marketplace.get_listing(self.ref)
+        except mp.MarketplaceError as exc:
             raise upstream_error(
                 exc, doing=f"reading listing {self.listing_ref}", listing_ref=self.listing_ref
             ) from exc

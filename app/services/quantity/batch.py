@@ -12,11 +12,11 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, Field
 
+from app.config import FIRST_MARKETPLACE_ID
 from app.db import reading
 from app.errors import InvalidRequest
 from app.models import INT_MAX
 from app.services.context import ServiceContext
-from app.services.marketplaces import BACKMARKET_MARKETPLACE_ID
 from app.services.quantity.schemas import Quantity
 from app.services.quantity.stored import read_stored_many
 
@@ -78,7 +78,7 @@ async def read_quantities(
     ctx: ServiceContext,
     *,
     variation_ids: list[int],
-    marketplace_id: int = BACKMARKET_MARKETPLACE_ID,
+    marketplace_id: int = FIRST_MARKETPLACE_ID,
 ) -> Quantities:
     """The stored quantities of `variation_ids` (distinct) on the marketplace.
 

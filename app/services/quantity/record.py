@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db import in_transaction
 from app.models import ChangeType
-from app.services import backmarket as bm
+from app.services import marketplace as mp
 from app.services import sales
 from app.services.context import ServiceContext
 from app.services.quantity.add_key import AdditionKey
@@ -61,7 +61,7 @@ class AdditionRecorder:
 
     async def answer(
         self,
-        listing: bm.Listing,
+        listing: mp.Listing,
         *,
         previous: int,
         added: int,
@@ -93,7 +93,7 @@ class AdditionRecorder:
             # A subtraction that was not sent: its lines wait for the watcher, inside the window.
             await sales.release_claims(conn, released)
             stored = await read_stored(
-                conn, variation_id=self.variation.id, marketplace_id=self.marketplace_id, live=True
+                conn, variation_id=self.variation.id, marketplace_id=self.marketplace_id
             )
             result = AddResult(
                 variation_id=self.variation.id,

@@ -15,10 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db import is_mysql, reading
 from app.models import ChangeType, as_utc
-from app.services import backmarket as bm
+from app.services import marketplace as mp
 from app.services.context import ServiceContext
 from app.services.locks import LockBusy, hold_variation
-from app.services.marketplaces import BACKMARKET_MARKETPLACE_ID
 from app.services.quantity.schemas import Quantity
 from app.services.quantity.stored import (
     StoredStock,
@@ -46,7 +45,7 @@ async def refresh_quantity(
     ctx: ServiceContext,
     *,
     variation_id: int,
-    marketplace_id: int = BACKMARKET_MARKETPLACE_ID,
+    marketplace_id: int,
     refresh: bool = True,
     max_age: float | None = None,
     lock_timeout: float = REFRESH_LOCK_TIMEOUT_SECONDS,
@@ -74,15 +73,16 @@ async def refresh_quantity(
     read-back (the answer is built from the write's result).
     """
     engine = ctx.engine
-    if not refresh or marketplace_id != BACKMARKET_MARKETPLACE_ID:
-        # A live read of another marketplace is refused here (InvalidRequest), without
-        # queueing for the lock; the other checks run under it, in the read before the GET.
+    if not refresh:
         async with reading(engine) as conn:
             stored = await read_stored(
-                conn, variation_id=variation_id, marketplace_id=marketplace_id, live=refresh
+                conn, variation_id=variation_id, marketplace_id=marketplace_id
             )
         REFRESH_OUTCOMES.labels(outcome="from_database").inc()
         return stored.quantity()
+    # A marketplace that is not configured is refused here (InvalidRequest), without queueing
+    # for the lock; the other checks run under it, in the read before the GET.
+    marketplace = ctx.marketplaces.get(marketplace_id)
     if max_age is not None and max_age > 0:
         fresh = await _fresh_enough(
             ctx, variation_id=variation_id, marketplace_id=marketplace_id, max_age=max_age
@@ -108,20 +108,20 @@ async def refresh_quantity(
                     conn,
                     variation_id=variation_id,
                     marketplace_id=marketplace_id,
-                    live=True,
                     for_refresh=True,
                 )
             variation = before.variation
-            listing_ref = variation.listing_ref
+            ref = before.listing_ref()
+            listing_ref = str(ref)
             try:
-                listing = await ctx.backmarket.get_listing(listing_ref)
-            except bm.BackMarketError as exc:
+                listing = await marketplace.get_listing(ref)
+            except mp.MarketplaceError as exc:
                 REFRESH_OUTCOMES.labels(outcome=f"stale_{error_kind(exc)}").inc()
                 log.warning("refresh of variation %s: Back Market not read: %s", variation_id, exc)
                 # Read again: the stored values may have changed while Back Market was asked.
                 async with held.connection() as conn:
                     now_stored = await read_stored(
-                        conn, variation_id=variation_id, marketplace_id=marketplace_id, live=True
+                        conn, variation_id=variation_id, marketplace_id=marketplace_id
                     )
                 return now_stored.quantity(error=read_failure_message(exc, listing_ref))
             # The lock's own connection (see HeldVariation.connection), so not
@@ -141,14 +141,14 @@ async def refresh_quantity(
                     # A newer change was kept (or the variation went meanwhile): answer what
                     # the database holds now, inside the same transaction.
                     stored_now = await read_stored(
-                        conn, variation_id=variation_id, marketplace_id=marketplace_id, live=True
+                        conn, variation_id=variation_id, marketplace_id=marketplace_id
                     )
                     answer = stored_now.quantity()
     except LockBusy:
         async with reading(engine) as conn:
             # Checked like a refresh: an invalid request is refused, not answered stale.
             stored = await read_stored(
-                conn, variation_id=variation_id, marketplace_id=marketplace_id, live=True
+                conn, variation_id=variation_id, marketplace_id=marketplace_id
             )
         REFRESH_OUTCOMES.labels(outcome="stale_busy").inc()
         return stored.quantity(
@@ -181,11 +181,10 @@ async def _fresh_enough(
             conn,
             variation_id=variation_id,
             marketplace_id=marketplace_id,
-            live=True,
             with_clock=True,
         )
     # A refresh of a variation without reference is refused; so is its fresh-enough read.
-    _ = stored.variation.listing_ref
+    stored.listing_ref()
     age = stored.age_seconds()
     if age is None or age >= max_age:
         return None
@@ -195,7 +194,7 @@ async def _fresh_enough(
 def _refreshed_quantity(
     conn: AsyncConnection,
     before: StoredStock,
-    listing: bm.Listing,
+    listing: mp.Listing,
     written: StockWriteResult,
     identity: dict[str, Any],
 ) -> Quantity | None:

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 
 from app.errors import TooManyRequests, Unavailable, UpstreamOutcomeUnknown
-from app.services import backmarket as bm
+from app.services import marketplace as mp
 from app.services.context import ServiceContext
 from app.services.locks import HeldLock
 from app.services.quantity import update_budget
@@ -21,18 +21,24 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class UpdateSender:
     ctx: ServiceContext
+    marketplace: mp.Marketplace
+    ref: mp.ListingRef
     variation_id: int
-    listing_ref: str
     key: AdditionKey
     # The variation's lock, checked just before sending.
     held: HeldLock
+
+    @property
+    def listing_ref(self) -> str:
+        """The listing as messages and the budget's rows name it."""
+        return str(self.ref)
 
     async def reserve(self) -> update_budget.Reservation:
         """One update of the hourly budget, or TooManyRequests with Retry-After."""
         try:
             return await update_budget.reserve_update(
                 self.ctx.engine,
-                limit=self.ctx.settings.backmarket_updates_per_hour,
+                limit=self.marketplace.updates_per_hour,
                 listing_ref=self.listing_ref,
             )
         except update_budget.BudgetExhausted as exc:
@@ -54,7 +60,7 @@ class UpdateSender:
 
     async def send(
         self, reservation: update_budget.Reservation, *, previous: int, target: int
-    ) -> bm.Listing:
+    ) -> mp.Listing:
         """Send `target` and return Back Market's answer, or the domain error of the failure."""
         if not await self.held.still_held():
             # The lock's connection died: another process may be changing this variation.
@@ -65,12 +71,12 @@ class UpdateSender:
             )
         await self.key.mark_sending(previous=previous, target=target)
         try:
-            answered = await self.ctx.backmarket.update_listing(self.listing_ref, quantity=target)
-        except bm.OutcomeUnknown as exc:
+            answered = await self.marketplace.set_quantity(self.ref, quantity=target)
+        except mp.OutcomeUnknown as exc:
             await self.key.mark_unknown(previous=previous, target=target)
             raise self._outcome_unknown(exc, previous=previous, target=target) from exc
-        except bm.BackMarketError as exc:
-            if isinstance(exc, bm.RateLimited | bm.BackMarketUnavailable):
+        except mp.MarketplaceError as exc:
+            if isinstance(exc, mp.RateLimited | mp.Unavailable):
                 # The client gives these up only when no attempt was processed.
                 await update_budget.release_update(self.ctx.engine, reservation)
             await self.key.forget()
@@ -89,7 +95,7 @@ class UpdateSender:
         return answered
 
     def _outcome_unknown(
-        self, exc: bm.OutcomeUnknown, *, previous: int, target: int
+        self, exc: mp.OutcomeUnknown, *, previous: int, target: int
     ) -> UpstreamOutcomeUnknown:
         log.warning(
             "variation %s: update %s -> %s has an unknown outcome: %s",

@@ -28,9 +28,8 @@ from typing import Any
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.services import backmarket as bm
+from app.services import marketplace as mp
 from app.services import sales
-from app.services.context import ServiceContext
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ class SaleWindow:
 
 @dataclass(frozen=True, slots=True)
 class SoldLine:
-    line: bm.OrderLine
+    line: mp.OrderLine
     order_modified_at: datetime | None
 
 
@@ -78,7 +77,7 @@ class ListingIdentity:
 
     @classmethod
     def of(
-        cls, listing: bm.Listing, *, variation_sku: str | None, reference_id: str | None
+        cls, listing: mp.Listing, *, variation_sku: str | None, reference_id: str | None
     ) -> ListingIdentity:
         listing_id = listing.listing_id
         if listing_id is None and reference_id and reference_id.strip().isdigit():
@@ -86,14 +85,14 @@ class ListingIdentity:
         skus = frozenset(sku for sku in (listing.sku, variation_sku) if sku)
         return cls(listing_id=listing_id, skus=skus)
 
-    def owns(self, line: bm.OrderLine) -> bool:
+    def owns(self, line: mp.OrderLine) -> bool:
         if line.listing_id is not None and self.listing_id is not None:
             return line.listing_id == self.listing_id
         return line.sku is not None and line.sku in self.skus
 
 
 async def read_sold_lines(
-    ctx: ServiceContext, *, identity: ListingIdentity, window: SaleWindow
+    marketplace: mp.Marketplace, *, identity: ListingIdentity, window: SaleWindow
 ) -> list[SoldLine] | None:
     """The listing's order lines created since the window opened; None when the feed failed.
 
@@ -102,16 +101,15 @@ async def read_sold_lines(
     """
     found: list[SoldLine] = []
     try:
-        async for page in ctx.backmarket.iter_order_pages(
-            created_since=window.start, kind=bm.CallKind.LIVE
+        async for page in marketplace.read_order_lines(
+            since=window.start, by="created", kind=mp.CallKind.LIVE
         ):
-            for order in page.orders:
-                found.extend(
-                    SoldLine(line=line, order_modified_at=order.modified_at)
-                    for line in order.lines
-                    if identity.owns(line)
-                )
-    except bm.BackMarketError as exc:
+            found.extend(
+                SoldLine(line=line, order_modified_at=line.order_changed_at)
+                for line in page.lines
+                if identity.owns(line)
+            )
+    except mp.MarketplaceError as exc:
         SALES_DURING_UPDATE.labels("orders_read_failed").inc()
         log.warning(
             "listing %s: the orders read after an addition failed; sales made during it are "
@@ -130,7 +128,7 @@ async def claim_sold_lines(
     variation_id: int,
     window: SaleWindow,
     at: datetime,
-) -> list[bm.OrderLine]:
+) -> list[mp.OrderLine]:
     """Claim the lines this addition's update overwrote; those not claimed by anyone yet.
 
     The lines created inside the window first. Only when one of them is claimed does a second
@@ -145,14 +143,14 @@ async def claim_sold_lines(
     return claimed
 
 
-def _created_inside(line: bm.OrderLine, window: SaleWindow) -> bool:
+def _created_inside(line: mp.OrderLine, window: SaleWindow) -> bool:
     # Without a creation time the feed's own filter is all there is: counted as inside.
     return line.created_at is None or window.start <= line.created_at <= window.end
 
 
 async def _claim(
     conn: AsyncConnection, found: Sequence[SoldLine], *, variation_id: int, at: datetime
-) -> list[bm.OrderLine]:
+) -> list[mp.OrderLine]:
     if not found:
         return []
     events = [

@@ -10,10 +10,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.config import FIRST_MARKETPLACE_ID
 from app.db import now_expression
 from app.errors import Conflict, NotFound
 from app.models import Marketplace, MarketplaceStock, Variation, as_utc, table_of
-from app.services import backmarket as bm
+from app.services import marketplace as mp
 from app.services.marketplaces import check_marketplace, marketplace_name
 from app.services.quantity.schemas import Quantity
 from app.services.stock import StockObservation
@@ -21,9 +22,6 @@ from app.services.stock import StockObservation
 variation_table = table_of(Variation)
 stock_table = table_of(MarketplaceStock)
 marketplace_table = table_of(Marketplace)
-
-# What `check_marketplace` says a marketplace without Back Market cannot be.
-LIVE_WORK = "read or updated live"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +74,21 @@ class StoredStock:
             return None
         return max(0.0, (self.read_at - self.last_synced_at).total_seconds())
 
+    def listing_ref(self) -> mp.ListingRef:
+        """How live calls name the variation's listing on this marketplace: marketplace 1 by
+        `reference_uuid`/`reference_id`, any other by the variation's SKU. Conflict when
+        there is neither."""
+        if self.marketplace_id == FIRST_MARKETPLACE_ID:
+            return mp.ListingRef(reference=self.variation.listing_ref)
+        sku = (self.sku or "").strip()
+        if not sku:
+            raise Conflict(
+                f"variation {self.variation.id} has no SKU to find its listing on marketplace "
+                f"{self.marketplace_id} by",
+                reason="no_reference",
+            )
+        return mp.ListingRef(sku=sku)
+
     def quantity(self, error: str | None = None) -> Quantity:
         return Quantity(
             variation_id=self.variation.id,
@@ -99,7 +112,6 @@ async def read_stored(
     *,
     variation_id: int,
     marketplace_id: int,
-    live: bool,
     for_refresh: bool = False,
     with_clock: bool = False,
 ) -> StoredStock:
@@ -108,10 +120,9 @@ async def read_stored(
     `for_refresh` adds the other marketplaces' listed stock and the database clock (`read_at`);
     `with_clock` the clock alone.
 
-    Raises InvalidRequest (marketplace unknown, or without Back Market when `live`) before
+    Raises InvalidRequest (marketplace unknown) before
     NotFound (unknown variation), whichever the request has both of.
     """
-    live_work = LIVE_WORK if live else None
     row = (
         await conn.execute(
             _stored_statement(conn, for_refresh=for_refresh, with_clock=with_clock),
@@ -121,9 +132,9 @@ async def read_stored(
     if row is None:
         # No row, so no marketplace name either: look it up, its error comes first.
         name = await marketplace_name(conn, marketplace_id)
-        check_marketplace(name, marketplace_id, live=live_work)
+        check_marketplace(name, marketplace_id)
         raise NotFound(f"variation {variation_id} not found")
-    check_marketplace(row.marketplace_name, marketplace_id, live=live_work)
+    check_marketplace(row.marketplace_name, marketplace_id)
     return _stored_of(
         row,
         variation_id=variation_id,
@@ -174,7 +185,7 @@ async def read_stored_many(
         )
     ).all()
     name = rows[0].marketplace_name if rows else await marketplace_name(conn, marketplace_id)
-    check_marketplace(name, marketplace_id, live=None)
+    check_marketplace(name, marketplace_id)
     return [
         _stored_of(row, variation_id=row.id, marketplace_id=marketplace_id, read_at=row.read_at)
         for row in rows
@@ -276,7 +287,7 @@ def _clock(conn: AsyncConnection) -> sa.ColumnElement[Any]:
 
 
 def observation_of(
-    variation: VariationRef, listing: bm.Listing, *, not_changed_since: datetime | None
+    variation: VariationRef, listing: mp.Listing, *, not_changed_since: datetime | None
 ) -> StockObservation:
     """Back Market's listing as the stock writer takes it."""
     return StockObservation(
@@ -292,7 +303,7 @@ def observation_of(
 
 
 async def remember_listing_identity(
-    conn: AsyncConnection, variation: VariationRef, listing: bm.Listing
+    conn: AsyncConnection, variation: VariationRef, listing: mp.Listing
 ) -> dict[str, Any]:
     """Fill in a missing reference, so the next call can use the UUID Back Market prefers.
 

@@ -6,26 +6,26 @@ from __future__ import annotations
 import math
 
 from app.errors import DomainError, TooManyRequests, UpstreamFailed
-from app.services import backmarket as bm
+from app.services import marketplace as mp
 
 # Back Market (Cloudflare) blocks for 10 s after a 429 and rarely says for how long.
 DEFAULT_RATE_LIMIT_RETRY_SECONDS = 10
 
-_KINDS: dict[type[bm.BackMarketError], str] = {
-    bm.RateLimited: "rate_limited",
-    bm.BackMarketUnavailable: "unavailable",
-    bm.ListingNotFound: "not_found",
-    bm.Unauthorized: "unauthorized",
-    bm.BadResponse: "bad_response",
+_KINDS: dict[type[mp.MarketplaceError], str] = {
+    mp.RateLimited: "rate_limited",
+    mp.Unavailable: "unavailable",
+    mp.NotFound: "not_found",
+    mp.Unauthorized: "unauthorized",
+    mp.BadResponse: "bad_response",
 }
 
 
-def error_kind(exc: bm.BackMarketError) -> str:
+def error_kind(exc: mp.MarketplaceError) -> str:
     """A short label of the failure, for metrics (`stale_<kind>`)."""
     return next((kind for cls, kind in _KINDS.items() if isinstance(exc, cls)), "error")
 
 
-def read_failure_message(exc: bm.BackMarketError, listing_ref: str) -> str:
+def read_failure_message(exc: mp.MarketplaceError, listing_ref: str) -> str:
     """Why a refresh answers the stored values."""
     why = {
         "rate_limited": "Back Market is rate limiting",
@@ -37,9 +37,9 @@ def read_failure_message(exc: bm.BackMarketError, listing_ref: str) -> str:
     return f"{why}; stored values returned ({exc})"
 
 
-def upstream_error(exc: bm.BackMarketError, *, doing: str, listing_ref: str) -> DomainError:
+def upstream_error(exc: mp.MarketplaceError, *, doing: str, listing_ref: str) -> DomainError:
     """The domain error of an addition that Back Market failed; nothing was applied."""
-    if isinstance(exc, bm.RateLimited):
+    if isinstance(exc, mp.RateLimited):
         retry_after = max(
             1,
             math.ceil(
@@ -52,7 +52,7 @@ def upstream_error(exc: bm.BackMarketError, *, doing: str, listing_ref: str) -> 
             reason="backmarket_rate_limited",
             retry_after_seconds=retry_after,
         )
-    if isinstance(exc, bm.ListingNotFound):
+    if isinstance(exc, mp.NotFound):
         return UpstreamFailed(
             f"Back Market does not know listing {listing_ref} (404, {doing}); "
             "nothing was recorded as applied",

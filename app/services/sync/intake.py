@@ -17,12 +17,12 @@ from typing import TypeAlias, cast
 
 from prometheus_client import Gauge
 
-from app.services.backmarket import (
-    BackMarketClient,
-    BackMarketError,
+from app.services.marketplace import (
     IncompleteFeed,
     Listing,
     ListingPage,
+    Marketplace,
+    MarketplaceError,
 )
 from app.services.sync.clock import SnapshotClock
 from app.services.sync.matching import Observed
@@ -50,20 +50,20 @@ class MarketDone:
 PageQueue: TypeAlias = asyncio.Queue[ListingPage | MarketDone]
 
 
-async def fetch_market(client: BackMarketClient, market: str, queue: PageQueue) -> None:
-    """Feed one market's pages to the writer; the end of the market is a MarketDone."""
+async def fetch_market(marketplace: Marketplace, market: str, queue: PageQueue) -> None:
+    """Feed one feed's pages to the writer; the end of the feed is a MarketDone."""
     error: BaseException | None = None
     try:
         # Closing the generator at once cancels its page fetches when this task is cancelled.
         feed = cast(
             AsyncGenerator[ListingPage, None],
-            client.iter_listing_pages(market, page_size=PAGE_SIZE),
+            marketplace.iter_listing_pages(market),
         )
         async with aclosing(feed) as pages:
             async for page in pages:
                 await queue.put(page)
                 QUEUE_DEPTH.set(queue.qsize())
-    except BackMarketError as exc:
+    except MarketplaceError as exc:
         error = exc
     except Exception as exc:
         # A bug must reach the writer, not leave it waiting for this market forever.
@@ -219,7 +219,7 @@ class PageIntake:
                         "message": str(error),
                     }
                 )
-        elif isinstance(error, BackMarketError):
+        elif isinstance(error, MarketplaceError):
             # The first page failed: nothing of this market was read.
             market["status"] = "failed"
             self.market_calls[done.market] += error.attempts

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.models import Variation, table_of, utcnow
-from app.services.backmarket import Listing
+from app.services.marketplace import Listing
 
 # Values per IN list when matching listings to variations.
 MATCH_CHUNK = 1000

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.config import FIRST_MARKETPLACE_ID
 from app.models import RunTrigger
-from app.services.marketplaces import BACKMARKET_MARKETPLACE_ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,7 +16,7 @@ class SyncOptions:
     variation for each listing that matches none.
     """
 
-    marketplace_id: int = BACKMARKET_MARKETPLACE_ID
+    marketplace_id: int = FIRST_MARKETPLACE_ID
     trigger: RunTrigger = RunTrigger.API
     dry_run: bool = False
     import_unknown: bool = False

@@ -18,6 +18,7 @@ from app.db import describe_error, transaction
 from app.logs import log_context
 from app.services.context import ServiceContext
 from app.services.locks import HeldLock, LockLost
+from app.services.marketplace import Marketplace
 from app.services.marketplaces import check_marketplace, marketplace_name
 from app.services.sync import runs
 from app.services.sync.batch import BatchWriter
@@ -37,11 +38,13 @@ from app.services.sync.stale import close_dead_runs, take_bulk_lock
 log = logging.getLogger(__name__)
 
 
-async def check_syncable(ctx: ServiceContext, *, marketplace_id: int) -> None:
-    """InvalidRequest (422) unless the marketplace exists and has Back Market to sync from."""
+async def check_syncable(ctx: ServiceContext, *, marketplace_id: int) -> Marketplace:
+    """The marketplace's adapter; InvalidRequest (422) unless the marketplace exists and is
+    configured."""
     async with ctx.engine.connect() as conn:
         name = await marketplace_name(conn, marketplace_id)
-    check_marketplace(name, marketplace_id, live="synced")
+    check_marketplace(name, marketplace_id)
+    return ctx.marketplaces.get(marketplace_id)
 
 
 async def run_bulk_sync(
@@ -62,8 +65,8 @@ async def run_bulk_sync(
     batch and at the end. Both get a copy of the run.
     """
     marketplace_id = options.marketplace_id
-    await check_syncable(ctx, marketplace_id=marketplace_id)
-    markets = list(ctx.settings.backmarket_markets)
+    marketplace = await check_syncable(ctx, marketplace_id=marketplace_id)
+    markets = list(marketplace.feeds)
     async with AsyncExitStack() as stack:
         held = await take_bulk_lock(ctx, stack, marketplace_id=marketplace_id)
         async with transaction(ctx.engine) as conn:
@@ -96,7 +99,12 @@ async def run_bulk_sync(
             on_started(run.model_copy(deep=True))
         state = RunState(run=run, markets=markets, import_unknown=options.import_unknown)
         sync = _BulkSync(
-            ctx, state=state, held=held, progress=progress, snapshot_margin=snapshot_margin
+            ctx,
+            marketplace=marketplace,
+            state=state,
+            held=held,
+            progress=progress,
+            snapshot_margin=snapshot_margin,
         )
         return await sync.execute()
     raise AssertionError("unreachable")  # pragma: no cover - keeps mypy sure of the return
@@ -109,12 +117,14 @@ class _BulkSync:
         self,
         ctx: ServiceContext,
         *,
+        marketplace: Marketplace,
         state: RunState,
         held: HeldLock,
         progress: ProgressCallback | None,
         snapshot_margin: timedelta,
     ) -> None:
         self.ctx = ctx
+        self.marketplace = marketplace
         self.state = state
         self.snapshot_margin = snapshot_margin
         self.recorder = RunRecorder(state, engine=ctx.engine, progress=progress)
@@ -133,7 +143,7 @@ class _BulkSync:
             queue: PageQueue = asyncio.Queue(maxsize=QUEUE_PAGES)
             fetchers = [
                 asyncio.create_task(
-                    fetch_market(self.ctx.backmarket, market, queue), name=f"bulk-sync-{market}"
+                    fetch_market(self.marketplace, market, queue), name=f"bulk-sync-{market}"
                 )
                 for market in self.state.markets
             ]

@@ -20,9 +20,9 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from app.config import FIRST_MARKETPLACE_ID
 from app.errors import Conflict
 from app.models import RunTrigger, utcnow
-from app.services.marketplaces import BACKMARKET_MARKETPLACE_ID
 from app.services.sync import runs
 from app.services.sync.options import SyncOptions
 from app.services.sync.runner import BulkSyncRunner
@@ -38,7 +38,7 @@ SCHEDULE_ANCHOR = datetime(2000, 1, 1, tzinfo=UTC)
 async def run_scheduled_sync(
     *,
     runner: BulkSyncRunner,
-    marketplace_id: int = BACKMARKET_MARKETPLACE_ID,
+    marketplace_id: int = FIRST_MARKETPLACE_ID,
     interval_minutes: int | None = None,
 ) -> Run | None:
     """The job: one run with trigger `schedule`; None when this slot is already covered.
@@ -79,7 +79,7 @@ class SyncScheduler:
         *,
         runner: BulkSyncRunner,
         interval_minutes: int,
-        marketplace_id: int = BACKMARKET_MARKETPLACE_ID,
+        marketplace_id: int = FIRST_MARKETPLACE_ID,
     ) -> None:
         self.runner = runner
         self.interval_minutes = interval_minutes
