@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from app.services.locks import NamedLocks
 from app.services.sync import (
     JOB_ID,
     BulkSyncRunner,
@@ -119,6 +120,39 @@ async def test_scheduled_run_is_skipped_when_another_replica_already_ran_this_sl
     assert first is not None and first.status == "completed"
     assert second is None
     assert "already started" in caplog.text
+    assert await scalar(service.engine, "SELECT COUNT(*) FROM stock_sync_logs") == 1
+
+
+async def test_a_scheduler_that_waited_for_the_lock_of_its_slots_finishing_run_does_not_run_again(
+    service: Any, runner: BulkSyncRunner, locks: NamedLocks
+) -> None:
+    """Four workers fire at one slot: one runs; another found the lock taken before the run's
+    row existed, so it waits for the lock (a finished run never refuses a trigger) — and must
+    then see that the slot's run has started, not run the slot a second time."""
+    holding, releasing = asyncio.Event(), asyncio.Event()
+
+    async def hold_as_the_slots_run() -> None:
+        async with locks.hold(bulk_lock_name(1), timeout=0):
+            holding.set()
+            await releasing.wait()
+
+    holder = asyncio.create_task(hold_as_the_slots_run())
+    await holding.wait()
+    waiting = asyncio.create_task(run_scheduled_sync(runner=runner, interval_minutes=360))
+    await asyncio.sleep(0.3)
+    # The slot's run, in the meantime, recorded its start and its end.
+    async with service.engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO stock_sync_logs (marketplace_id, status, started_at, `trigger`, "
+                "markets) VALUES (1, 'completed', :started, 'schedule', '{}')"
+            ),
+            {"started": datetime.now(UTC).replace(tzinfo=None)},
+        )
+    releasing.set()
+    await holder
+
+    assert await waiting is None
     assert await scalar(service.engine, "SELECT COUNT(*) FROM stock_sync_logs") == 1
 
 

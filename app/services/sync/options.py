@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from app.config import FIRST_MARKETPLACE_ID
 from app.models import RunTrigger
@@ -13,10 +14,14 @@ class SyncOptions:
     """Which marketplace, who asked (recorded on the run), and how much the run may do.
 
     `dry_run` reads and matches everything and writes no stock; `import_unknown` creates a
-    variation for each listing that matches none.
+    variation for each listing that matches none. `unless_started_since` (the schedule's): the
+    run does not start when a run of the same trigger started at or after that moment (naive
+    UTC), checked once the lock is held, so a scheduler that waited for the lock of its slot's
+    finished run does not run the slot again.
     """
 
     marketplace_id: int = FIRST_MARKETPLACE_ID
     trigger: RunTrigger = RunTrigger.API
     dry_run: bool = False
     import_unknown: bool = False
+    unless_started_since: datetime | None = None

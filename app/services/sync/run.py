@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack, aclosing
 from datetime import timedelta
 
 from app.db import describe_error, transaction
+from app.errors import Conflict
 from app.logs import log_context
 from app.services.context import ServiceContext
 from app.services.locks import HeldLock, LockLost
@@ -69,6 +70,7 @@ async def run_bulk_sync(
     markets = list(marketplace.feeds)
     async with AsyncExitStack() as stack:
         held = await take_bulk_lock(ctx, stack, marketplace_id=marketplace_id)
+        await _check_not_covered(ctx, options)
         async with transaction(ctx.engine) as conn:
             await close_dead_runs(conn, engine=ctx.engine, marketplace_id=marketplace_id)
             run = await runs.create_run(
@@ -108,6 +110,22 @@ async def run_bulk_sync(
         )
         return await sync.execute()
     raise AssertionError("unreachable")  # pragma: no cover - keeps mypy sure of the return
+
+
+async def _check_not_covered(ctx: ServiceContext, options: SyncOptions) -> None:
+    """Conflict (a skip for the schedule) when a run of the same trigger started since
+    `options.unless_started_since`: it covered what this run was asked for."""
+    if options.unless_started_since is None:
+        return
+    latest = await runs.latest_start(
+        ctx.engine, marketplace_id=options.marketplace_id, trigger=options.trigger
+    )
+    if latest is not None and latest >= options.unless_started_since:
+        raise Conflict(
+            f"a {options.trigger.value} bulk sync of marketplace {options.marketplace_id} "
+            f"already started at {latest:%Y-%m-%d %H:%M:%S} UTC",
+            run_id=None,
+        )
 
 
 class _BulkSync:

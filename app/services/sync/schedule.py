@@ -46,18 +46,26 @@ async def run_scheduled_sync(
     Covered: another run holds the lock, or (with `interval_minutes`) a scheduled run started
     less than half an interval ago — another replica's run of this same slot.
     """
+    covered_since = None
     if interval_minutes:
+        covered_since = utcnow() - timedelta(minutes=interval_minutes) / 2
         latest = await runs.latest_start(
             runner.ctx.engine, marketplace_id=marketplace_id, trigger=RunTrigger.SCHEDULE
         )
-        if latest is not None and utcnow() - latest < timedelta(minutes=interval_minutes) / 2:
+        if latest is not None and latest >= covered_since:
             log.info(
                 "scheduled bulk sync skipped: this slot's run already started at %s UTC", latest
             )
             return None
     try:
+        # Checked again once the lock is held: a scheduler that waited for the lock of this
+        # slot's run, finishing, must not run the slot a second time.
         run = await runner.run(
-            SyncOptions(marketplace_id=marketplace_id, trigger=RunTrigger.SCHEDULE)
+            SyncOptions(
+                marketplace_id=marketplace_id,
+                trigger=RunTrigger.SCHEDULE,
+                unless_started_since=covered_since,
+            )
         )
     except Conflict as busy:
         # Another worker, replica, the CLI or an API call is syncing: that run covers this slot.
