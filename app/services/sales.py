@@ -170,6 +170,33 @@ async def claim_for_compensation(
     return claimed
 
 
+async def settle_claims(conn: AsyncConnection, line_ids: Sequence[int], *, by: str) -> None:
+    """The subtraction of claimed lines was sent and answered: they are compensated `by`."""
+    if line_ids:
+        await conn.execute(
+            sa.update(line_table)
+            .where(line_table.c.line_id.in_(list(line_ids)))
+            .values(compensated_by=by)
+        )
+
+
+async def release_unsettled_claims(conn: AsyncConnection, *, by: str) -> list[int]:
+    """Give back the lines still claimed `by` a subtraction that never settled them (it failed,
+    was cancelled, or its process died, and the database may have been gone for the release).
+    Only for a claimer that runs one at a time, called before it claims again."""
+    line_ids = list(
+        (
+            await conn.execute(
+                sa.select(line_table.c.line_id)
+                .where(line_table.c.compensated_by == by)
+                .order_by(line_table.c.line_id)
+            )
+        ).scalars()
+    )
+    await release_claims(conn, line_ids)
+    return line_ids
+
+
 async def release_claims(conn: AsyncConnection, line_ids: Sequence[int]) -> None:
     """The subtraction was not sent: the lines wait for the next chance."""
     if line_ids:

@@ -7,7 +7,9 @@ been answered, a customer buys, then the update arrives and overwrites the sale.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +22,7 @@ from app.services import backmarket as bm
 from app.services import sales
 from app.services.orders import poll as poll_module
 from app.services.quantity import add_quantity
+from app.services.quantity.send import UpdateSender
 from app.services.quantity.sold_during import ListingIdentity
 from tests.quantity.support import (
     START_QUANTITY,
@@ -189,6 +192,109 @@ async def test_a_watcher_subtraction_that_fails_gives_its_claims_back_for_the_ne
     assert failed.compensated_lines == 0
     assert service.simulator.quantity_of(listing.id) == START_QUANTITY - 1 + 3
     assert retried.compensated_lines == 1
+    assert await listed_stock(service, listing) == START_QUANTITY - 1 + 3
+
+
+def operational_error(what: str) -> sa.exc.OperationalError:
+    return sa.exc.OperationalError(what, {}, Exception("database connection lost"))
+
+
+async def test_a_watcher_subtraction_that_fails_with_the_database_is_retried_by_the_next_poll(
+    service: Any, listing: LinkedListing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database goes away in the middle of the subtraction and stays away for the rest of
+    the poll: nothing can be given back then, and the sale is still subtracted next poll."""
+    monkeypatch.setattr(sales, "SALE_WINDOW_MARGIN", timedelta(seconds=60))
+    placed: list[Any] = []
+    response = await add_while_selling(
+        service,
+        listing,
+        3,
+        sell=lambda: placed.append(service.simulator.place_order(listing.id, hidden=True)),
+    )
+    assert response.status_code == 200
+    service.simulator.pay_order(placed[0].order_id)
+    watcher = service.app.state.container.watcher
+    transaction = poll_module.transaction
+
+    @asynccontextmanager
+    async def no_database(engine: Any) -> AsyncIterator[Any]:
+        raise operational_error("BEGIN")
+        yield
+
+    async def database_gone(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(poll_module, "transaction", no_database)
+        raise operational_error("UPDATE backmarket_stock_budget")
+
+    monkeypatch.setattr(poll_module, "add_quantity", database_gone)
+    with contextlib.suppress(sa.exc.OperationalError):
+        await watcher.poll()
+    monkeypatch.setattr(poll_module, "transaction", transaction)
+    monkeypatch.setattr(poll_module, "add_quantity", add_quantity)
+    assert service.simulator.quantity_of(listing.id) == START_QUANTITY + 3
+    retried = await watcher.poll()
+
+    assert retried.compensated_lines == 1
+    assert service.simulator.quantity_of(listing.id) == START_QUANTITY - 1 + 3
+    assert await listed_stock(service, listing) == START_QUANTITY - 1 + 3
+
+
+async def test_a_watcher_subtraction_cancelled_midway_is_retried_by_the_next_poll(
+    service: Any, listing: LinkedListing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sales, "SALE_WINDOW_MARGIN", timedelta(seconds=60))
+    placed: list[Any] = []
+    response = await add_while_selling(
+        service,
+        listing,
+        3,
+        sell=lambda: placed.append(service.simulator.place_order(listing.id, hidden=True)),
+    )
+    assert response.status_code == 200
+    service.simulator.pay_order(placed[0].order_id)
+    watcher = service.app.state.container.watcher
+
+    async def shut_down(*args: Any, **kwargs: Any) -> Any:
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(poll_module, "add_quantity", shut_down)
+    with pytest.raises(asyncio.CancelledError):
+        await watcher.poll()
+    monkeypatch.setattr(poll_module, "add_quantity", add_quantity)
+    retried = await watcher.poll()
+
+    assert retried.compensated_lines == 1
+    assert service.simulator.quantity_of(listing.id) == START_QUANTITY - 1 + 3
+    assert await listed_stock(service, listing) == START_QUANTITY - 1 + 3
+
+
+async def test_a_subtraction_by_add_quantity_that_fails_with_the_database_is_left_to_the_watcher(
+    service: Any, listing: LinkedListing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a key nobody retries the request's own subtraction: its claims go back."""
+    reserve = UpdateSender.reserve
+    reservations = 0
+
+    async def second_reservation_fails(sender: UpdateSender) -> Any:
+        nonlocal reservations
+        reservations += 1
+        if reservations == 2:
+            raise operational_error("UPDATE backmarket_stock_budget")
+        return await reserve(sender)
+
+    monkeypatch.setattr(UpdateSender, "reserve", second_reservation_fails)
+    # The test client raises what the server answers with a 500.
+    with pytest.raises(sa.exc.OperationalError):
+        await add_while_selling(
+            service, listing, 3, sell=lambda: service.simulator.place_order(listing.id)
+        )
+    assert service.simulator.quantity_of(listing.id) == START_QUANTITY + 3
+    monkeypatch.setattr(UpdateSender, "reserve", reserve)
+
+    polled = await service.app.state.container.watcher.poll()
+
+    assert polled.compensated_lines == 1
+    assert service.simulator.quantity_of(listing.id) == START_QUANTITY - 1 + 3
     assert await listed_stock(service, listing) == START_QUANTITY - 1 + 3
 
 

@@ -57,6 +57,11 @@ def orders_lock_name(marketplace_id: int) -> str:
     )
 
 
+# `backmarket_order_lines.compensated_by` of a line the watcher claimed, then subtracted.
+WATCHER_CLAIM = "order_sync:claimed"
+COMPENSATED_BY_WATCHER = "order_sync"
+
+
 variation_table = table_of(Variation)
 
 POLLS = Counter("stock_sync_order_polls_total", "Orders watcher polls, by outcome.", ["outcome"])
@@ -305,9 +310,25 @@ class _Poll:
         self.outcome.refreshed_variation_ids = [obs.variation_id for obs in observations]
 
     async def _compensate(self) -> None:
-        """Subtract the sales that an addition in flight overwrote and Back Market showed late."""
+        """Subtract the sales that an addition in flight overwrote and Back Market showed late.
+
+        A claim is taken as `WATCHER_CLAIM` and settled as `COMPENSATED_BY_WATCHER` once the
+        subtraction is answered. Whatever stops it in between (Back Market, the database,
+        a cancellation, a crash) leaves the claim unsettled, and the next poll, holding the
+        orders lock so no other poll is compensating, gives it back before claiming: a
+        release that needs no working database at the moment of the failure. The retry runs
+        under the same idempotency key, so a subtraction that did land is replayed, not sent
+        twice.
+        """
         async with transaction(self.ctx.engine) as conn:
+            released = await sales.release_unsettled_claims(conn, by=WATCHER_CLAIM)
             pending = await sales.inside_additions(conn)
+        if released:
+            log.warning(
+                "orders poll: order lines %s were claimed by a subtraction that did not finish; "
+                "tried again now",
+                released,
+            )
         by_variation: dict[int, list[sales.LineEvent]] = {}
         for event in pending:
             if event.variation_id is not None:
@@ -315,12 +336,13 @@ class _Poll:
         for variation_id, events in by_variation.items():
             async with transaction(self.ctx.engine) as conn:
                 claimed = await sales.claim_for_compensation(
-                    conn, events, by="order_sync", at=utcnow()
+                    conn, events, by=WATCHER_CLAIM, at=utcnow()
                 )
             if not claimed:
                 continue
+            line_ids = [event.line.id for event in claimed]
             units = sum(event.line.quantity for event in claimed)
-            key = "order-sync:" + ",".join(str(event.line.id) for event in claimed)
+            key = "order-sync:" + ",".join(str(line_id) for line_id in line_ids)
             try:
                 await add_quantity(
                     self.ctx,
@@ -331,11 +353,6 @@ class _Poll:
                     floor_at_zero=True,
                 )
             except Exception as exc:
-                # Whatever failed (Back Market, the database), the claims go back so the next
-                # poll tries again under the same idempotency key: a subtraction that did land
-                # is then replayed, not sent twice.
-                async with transaction(self.ctx.engine) as conn:
-                    await sales.release_claims(conn, [event.line.id for event in claimed])
                 log.warning(
                     "orders poll: could not subtract %d unit(s) sold during an addition to "
                     "variation %d (tried again next poll): %s",
@@ -344,13 +361,15 @@ class _Poll:
                     exc.detail if isinstance(exc, DomainError) else repr(exc),
                 )
                 continue
+            async with transaction(self.ctx.engine) as conn:
+                await sales.settle_claims(conn, line_ids, by=COMPENSATED_BY_WATCHER)
             self.outcome.compensated_lines += len(claimed)
             log.warning(
                 "orders poll: subtracted %d unit(s) of variation %d sold during an addition "
                 "and shown by Back Market only later (order lines %s)",
                 units,
                 variation_id,
-                [event.line.id for event in claimed],
+                line_ids,
             )
 
     async def _failed(self, error: str, *, anchor: datetime | None) -> PollOutcome:

@@ -207,6 +207,11 @@ class Addition:
                 window=window,
                 released=pending.line_ids,
             )
+        except BaseException:
+            # The database failed, or the request was cancelled: what became of the update
+            # is not known here either, and without a key nobody would come back for its claims.
+            await self._leave_claims_after_failure(pending, window=window.until(utcnow()))
+            raise
         sold_during.SALES_DURING_UPDATE.labels("subtracted").inc(len(pending.line_ids))
         return await self._recorder.answer(
             final,
@@ -224,6 +229,23 @@ class Addition:
         they go back to the watcher: a double subtraction rather than an undone sale."""
         released = pending.line_ids if self.key.key is None else ()
         await self._recorder.window(window, released=released)
+
+    async def _leave_claims_after_failure(
+        self, pending: PendingSubtraction, *, window: SaleWindow
+    ) -> None:
+        """`_subtraction_unknown`, tried once: the database itself may be what failed, and the
+        failure being handled, not this one, is what the caller must see."""
+        try:
+            await self._subtraction_unknown(pending, window=window)
+        except Exception as exc:
+            log.error(
+                "variation %s: order lines %s stay claimed by a subtraction that failed; "
+                "their %d unit(s) wait for a retry with the key, else a person: %r",
+                self.variation.id,
+                list(pending.line_ids),
+                pending.units,
+                exc,
+            )
 
     async def _resolve_unknown_outcome(
         self, record: idempotency.KeyRecord, held: HeldLock
