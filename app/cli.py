@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import httpx
+import sqlalchemy as sa
 
 from app import cli_display
 from app.config import ConfigurationError, Settings, load_settings
@@ -116,6 +117,9 @@ def main(
         return _run_simulator(args)
     if args.command == "serve":
         return _serve(settings, args)
+    if args.command in NEEDS_SCHEMA and (problem := asyncio.run(_schema_problem(settings))):
+        print(f"stock-sync: {problem}", file=streams.err)
+        return 1
     handlers = {
         "sync": _sync,
         "runs": _runs,
@@ -124,6 +128,32 @@ def main(
         "migrate": _migrate,
     }
     return asyncio.run(handlers[args.command](settings, args, streams))
+
+
+# The commands that read or write the service's tables (`serve` migrates in its lifespan).
+NEEDS_SCHEMA = frozenset({"sync", "runs", "refresh", "add-quantity"})
+
+
+async def _schema_problem(settings: Settings) -> str | None:
+    """Migrate first when RUN_MIGRATIONS_ON_STARTUP is on, as `serve` does; otherwise check.
+    A state a person can fix is one line saying how, not a traceback; None when ready."""
+    from app.db import create_engine, describe_error
+    from app.migrate import run_migrations, schema_is_current
+
+    engine = create_engine(settings)
+    try:
+        if settings.run_migrations_on_startup:
+            await run_migrations(engine)
+        elif not await schema_is_current(engine):
+            return (
+                "the database is not migrated to this version (RUN_MIGRATIONS_ON_STARTUP is "
+                "off): run `stock-sync migrate` first"
+            )
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        return f"cannot prepare the database: {describe_error(exc)}"
+    finally:
+        await engine.dispose()
+    return None
 
 
 def _print_json(payload: Any, streams: Streams) -> None:
@@ -246,7 +276,8 @@ async def sync_once(
     progress: ProgressCallback | None = None,
     backmarket_http: httpx.AsyncClient | None = None,
 ) -> Run:
-    """`stock-sync sync`: one run on a container of its own (the database is not migrated).
+    """`stock-sync sync`: one run on a container of its own (the database is not migrated here:
+    the command line does that first, see `_schema_problem`).
 
     Returns the finished run (its status says completed/partial/failed). Raises Conflict when
     a run of the marketplace is going on in any process (`exc.extra["run_id"]`), InvalidRequest
@@ -262,7 +293,7 @@ async def sync_once(
 async def _refresh(settings: Settings, args: argparse.Namespace, streams: Streams) -> int:
     from app.services.quantity import refresh_quantity
 
-    async with open_container(settings) as container:
+    async with open_container(settings, migrate=False) as container:
         try:
             quantity = await refresh_quantity(
                 container.ctx, variation_id=args.variation_id, marketplace_id=args.marketplace
@@ -276,7 +307,7 @@ async def _refresh(settings: Settings, args: argparse.Namespace, streams: Stream
 async def _add_quantity(settings: Settings, args: argparse.Namespace, streams: Streams) -> int:
     from app.services.quantity import add_quantity, check_added_quantity
 
-    async with open_container(settings) as container:
+    async with open_container(settings, migrate=False) as container:
         try:
             result = await add_quantity(
                 container.ctx,

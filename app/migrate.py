@@ -7,6 +7,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import is_mysql
@@ -16,11 +17,30 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 MIGRATION_LOCK = "stock_sync:migrate"
 
 
-def _upgrade(connection: sa.Connection) -> None:
+def _config(connection: sa.Connection) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    return config
+
+
+def _upgrade(connection: sa.Connection) -> None:
+    command.upgrade(_config(connection), "head")
+
+
+def _is_at_head(connection: sa.Connection) -> bool:
+    heads = ScriptDirectory.from_config(_config(connection)).get_heads()
+    # Read directly: Alembic's own MigrationContext logs its set-up on every use.
+    if not sa.inspect(connection).has_table("alembic_version"):
+        return False
+    current = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars()
+    return set(current) == set(heads)
+
+
+async def schema_is_current(engine: AsyncEngine) -> bool:
+    """Whether the database has been migrated to the newest revision (read only)."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(_is_at_head)
 
 
 async def run_migrations(engine: AsyncEngine) -> None:

@@ -243,3 +243,72 @@ def test_runs_refuses_a_limit_out_of_range(environment: None) -> None:
         main(["runs", "--limit", "0"], out=io.StringIO(), err=io.StringIO())
 
     assert exited.value.code == 2
+
+
+# -- a database never migrated ---------------------------------------------------------------
+
+SCHEMA_COMMANDS = [
+    ("sync", "--json"),
+    ("runs",),
+    ("refresh", "1"),
+    ("add-quantity", "1", "2"),
+]
+
+
+@pytest.fixture
+def never_migrated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, simulator: RunningSimulator
+) -> Path:
+    """A fresh folder as a new user has it: no database file yet."""
+    for name in ("LOG_FORMAT", "LOG_LEVEL", "API_KEYS", "BACKMARKET_MARKETS"):
+        monkeypatch.delenv(name, raising=False)
+    database = tmp_path / "fresh.db"
+    monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{database}")
+    monkeypatch.setenv("BACKMARKET_BASE_URL", simulator.base_url)
+    monkeypatch.setenv("BACKMARKET_TOKEN", simulator.config.token)
+    monkeypatch.setenv("BACKMARKET_REQUESTS_PER_10S", "10000")
+    return database
+
+
+@pytest.mark.parametrize("argv", SCHEMA_COMMANDS, ids=lambda argv: argv[0])
+def test_a_command_on_a_never_migrated_database_migrates_it_first_by_default(
+    never_migrated: Path, argv: tuple[str, ...]
+) -> None:
+    result = run_cli(*argv)
+
+    assert "Traceback" not in result.err
+    assert "no such table" not in result.err
+    assert "runs" in json.loads(run_cli("runs", "--json").out)
+    if argv[0] == "sync":
+        assert result.code == 0
+        assert json.loads(result.out)["run"]["status"] == "completed"
+    if argv[0] == "runs":
+        assert result.code == 0
+
+
+@pytest.mark.parametrize("argv", SCHEMA_COMMANDS, ids=lambda argv: argv[0])
+def test_a_command_on_a_never_migrated_database_says_to_migrate_when_start_up_migrations_are_off(
+    never_migrated: Path, monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...]
+) -> None:
+    monkeypatch.setenv("RUN_MIGRATIONS_ON_STARTUP", "false")
+
+    result = run_cli(*argv)
+
+    assert result.code == 1
+    assert result.out == ""
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert len(lines) == 1, result.err
+    assert "stock-sync migrate" in lines[0]
+    assert "Traceback" not in result.err
+
+
+def test_a_command_runs_once_the_database_is_migrated_with_start_up_migrations_off(
+    never_migrated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUN_MIGRATIONS_ON_STARTUP", "false")
+    assert run_cli("migrate").code == 0
+
+    result = run_cli("runs", "--json")
+
+    assert result.code == 0
+    assert json.loads(result.out) == {"runs": []}
