@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import Depends, FastAPI
@@ -61,6 +62,15 @@ def create_app(
     app.include_router(metrics.router, dependencies=protected, responses=unauthorized)
     # HTML: signs in with its own cookie (API_KEYS) and CSRF-protects its forms.
     app.include_router(status_page.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = variations.document_checked_inputs(
+                FastAPI.openapi(app), add_quantity_limit=settings.add_quantity_limit
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

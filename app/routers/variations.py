@@ -33,8 +33,16 @@ class AddQuantityBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Strict: "5", 5.0 and true are refused rather than guessed at.
+    # Strict: "5", 2.5 and true are refused rather than guessed at. 5.0 is the number 5 (JSON has
+    # one number type, and the document's `integer` admits it), so it is taken as 5.
     quantity: StrictInt = Field(description="units to add (negative removes); never zero")
+
+    @field_validator("quantity", mode="before")
+    @classmethod
+    def _whole_number(cls, quantity: object) -> object:
+        if isinstance(quantity, float) and quantity.is_integer():
+            return int(quantity)
+        return quantity
 
     @field_validator("quantity")
     @classmethod
@@ -70,6 +78,45 @@ _DESCRIBED = {
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return error_responses({status: _DESCRIBED[status] for status in statuses})
+
+
+# One variation id, 1..INT_MAX, digit by digit: the range `parse_variation_ids` checks.
+_VARIATION_ID = (
+    "(?:[1-9][0-9]{0,8}|1[0-9]{9}|20[0-9]{8}|21[0-3][0-9]{7}|214[0-6][0-9]{6}|2147[0-3][0-9]{5}"
+    "|21474[0-7][0-9]{4}|214748[0-2][0-9]{3}|2147483[0-5][0-9]{2}|21474836[0-3][0-9]"
+    "|214748364[0-7])"
+)
+IDS_PATTERN = f"^{_VARIATION_ID}(?:,{_VARIATION_ID}){{0,{MAX_BATCH_IDS - 1}}}$"
+IDS_MAX_LENGTH = MAX_BATCH_IDS * len(str(INT_MAX)) + MAX_BATCH_IDS - 1
+
+
+def document_checked_inputs(document: dict[str, Any], *, add_quantity_limit: int) -> dict[str, Any]:
+    """State in the OpenAPI document what the service checks itself, so that clients generated
+    from it (and the fuzzer) send what is accepted.
+
+    `ids` is parsed by the service, not by FastAPI, so that a bad list gets a message naming
+    the bad item; FastAPI documents it as an optional list of any strings. It is required, each
+    value a comma-separated list of ids in range. An addition's quantity is a non-zero integer
+    within ±ADD_QUANTITY_LIMIT, a setting, which the model's static schema cannot carry.
+    """
+    body = document["components"]["schemas"]["AddQuantityBody"]["properties"]["quantity"]
+    body.update(minimum=-add_quantity_limit, maximum=add_quantity_limit)
+    body["not"] = {"const": 0}
+    operation = document["paths"]["/variations/quantities"]["get"]
+    for parameter in operation["parameters"]:
+        if parameter["name"] == "ids":
+            parameter["required"] = True
+            parameter["style"] = "form"
+            parameter["explode"] = True
+            parameter["schema"] = {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_BATCH_IDS,
+                "items": {"type": "string", "pattern": IDS_PATTERN, "maxLength": IDS_MAX_LENGTH},
+                "title": "Ids",
+                "examples": [["1,2,3"]],
+            }
+    return document
 
 
 # Declared before /{variation_id}/quantity so that no path parameter ever shadows it.

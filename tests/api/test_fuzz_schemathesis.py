@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,6 +34,7 @@ from schemathesis.specs.openapi.checks import (
 
 from app.config import Settings
 from app.db import create_engine
+from app.http_limits import INT_MAX
 from app.main import create_app
 from app.models import Variation, table_of
 from simulator.app import create_simulator_app
@@ -149,3 +151,68 @@ def test_no_generated_input_gets_a_server_error_or_an_undocumented_answer(
         case.call_and_validate(checks=CHECKS)
 
     call_and_validate()
+
+
+# -- the document states what the service enforces -----------------------------------------
+
+# Operations whose inputs the service checks beyond FastAPI's own validation.
+CHECKED_BY_THE_SERVICE = [
+    "GET /variations/quantities",
+    "POST /variations/{variation_id}/add-quantity",
+]
+# schemathesis warns ("mostly rejected generated data") when the valid inputs of an operation
+# are answered only with 4xx, at least a tenth of them not 404. A document that states the
+# service's constraints gets the valid inputs through: at most this share may be refused.
+MOST_VALID_INPUTS_REFUSED = 0.5
+
+
+def test_the_document_states_the_form_of_ids_and_a_non_zero_quantity() -> None:
+    document = create_app(service_settings("sqlite+aiosqlite://")).openapi()
+    ids = next(
+        parameter
+        for parameter in document["paths"]["/variations/quantities"]["get"]["parameters"]
+        if parameter["name"] == "ids"
+    )
+    operation = document["paths"]["/variations/{variation_id}/add-quantity"]["post"]
+    quantity = document["components"]["schemas"]["AddQuantityBody"]["properties"]["quantity"]
+
+    assert ids["required"] is True
+    assert ids["schema"]["type"] == "array"
+    assert ids["schema"]["minItems"] == 1
+    pattern = re.compile(ids["schema"]["items"]["pattern"])
+    for accepted in ["1", "1,2,3", str(INT_MAX), ",".join(str(n) for n in range(1, 201))]:
+        assert pattern.fullmatch(accepted), accepted
+    for refused in ["", "0", "a", "1,,2", "-3", "1.5", str(INT_MAX + 1), "1,2,", "01"]:
+        assert not pattern.fullmatch(refused), refused
+    assert not pattern.fullmatch(",".join(str(n) for n in range(1, 202)))
+    assert ids["schema"]["items"]["maxLength"] >= len(",".join([str(INT_MAX)] * 200))
+    assert list(operation["requestBody"]["content"]) == ["application/json"]
+    assert operation["requestBody"]["required"] is True
+    assert quantity["type"] == "integer"
+    assert quantity["not"] == {"const": 0}
+    assert (quantity["minimum"], quantity["maximum"]) == (-10_000, 10_000)
+
+
+@pytest.mark.parametrize("operation", CHECKED_BY_THE_SERVICE)
+def test_valid_generated_inputs_reach_the_logic_instead_of_being_refused(
+    service_schema: Any, operation: str
+) -> None:
+    found = service_schema.find_operation_by_label(operation)
+    statuses: list[int] = []
+
+    @seed(FUZZ_SEED)
+    @settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=found.as_strategy(generation_mode=GenerationMode.POSITIVE))
+    def call(case: Any) -> None:
+        statuses.append(case.call().status_code)
+
+    call()
+
+    refused = [status for status in statuses if status in (400, 422)]
+    assert any(200 <= status < 300 for status in statuses), statuses
+    assert len(refused) <= MOST_VALID_INPUTS_REFUSED * len(statuses), statuses

@@ -110,7 +110,6 @@ async def test_result_below_zero_is_409_and_sends_no_update(
 
 INVALID_BODIES = {
     "string": {"quantity": "5"},
-    "float": {"quantity": 5.0},
     "fraction": {"quantity": 2.5},
     "boolean": {"quantity": True},
     "zero": {"quantity": 0},
@@ -122,6 +121,17 @@ INVALID_BODIES = {
     "huge": {"quantity": 10**30},
     "list": [1],
 }
+
+
+async def test_a_whole_number_written_as_a_float_is_that_number(
+    service: Any, listing: LinkedListing
+) -> None:
+    """JSON has one number type and the document's `integer` admits 3.0: it adds 3."""
+    response = await service.http.post(add_path(listing.variation_id), json={"quantity": 3.0})
+
+    assert response.status_code == 200
+    assert response.json()["added"] == 3
+    assert service.simulator.quantity_of(listing.id) == START_QUANTITY + 3
 
 
 @pytest.mark.parametrize("case", sorted(INVALID_BODIES))
