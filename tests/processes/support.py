@@ -223,7 +223,6 @@ class Server:
             BACKMARKET_REQUESTS_PER_10S="10000",
             BACKMARKET_MAX_ATTEMPTS="2",
             SYNC_INTERVAL_MINUTES="0",
-            ORDER_SYNC_INTERVAL_SECONDS="0",
             LOG_FORMAT="json",
             LOG_LEVEL="INFO",
         )
