@@ -198,7 +198,7 @@ def test_valid_generated_inputs_reach_the_logic_instead_of_being_refused(
     service_schema: Any, operation: str
 ) -> None:
     found = service_schema.find_operation_by_label(operation)
-    statuses: list[int] = []
+    answers: list[tuple[int, str]] = []
 
     @seed(FUZZ_SEED)
     @settings(
@@ -209,10 +209,17 @@ def test_valid_generated_inputs_reach_the_logic_instead_of_being_refused(
     )
     @given(case=found.as_strategy(generation_mode=GenerationMode.POSITIVE))
     def call(case: Any) -> None:
-        statuses.append(case.call().status_code)
+        response = case.call()
+        answers.append((response.status_code, response.text))
 
     call()
 
-    refused = [status for status in statuses if status in (400, 422)]
-    assert any(200 <= status < 300 for status in statuses), statuses
-    assert len(refused) <= MOST_VALID_INPUTS_REFUSED * len(statuses), statuses
+    # A marketplace id that is not in the database is refused after a look-up, as an unknown
+    # variation is answered 404: the input reached the logic; the data decided.
+    refused = [
+        answer
+        for answer in answers
+        if answer[0] in (400, 422) and "does not exist" not in answer[1]
+    ]
+    assert any(200 <= status < 300 for status, _ in answers), answers
+    assert len(refused) <= MOST_VALID_INPUTS_REFUSED * len(answers), refused
