@@ -25,6 +25,9 @@ from app.wiring import open_container
 
 log = logging.getLogger("stock_sync")
 
+# Each simulator's own default port, so both can run side by side without --port.
+SIMULATOR_PORTS = {"backmarket": 9000, "refurbed": 9100}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stock-sync", description=__doc__)
@@ -69,9 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("migrate", help="bring the database schema up to date")
 
-    simulator = commands.add_parser("simulator", help="run the local Back Market simulator")
+    simulator = commands.add_parser(
+        "simulator", help="run a local marketplace simulator (Back Market or Refurbed)"
+    )
+    simulator.add_argument(
+        "--kind",
+        choices=tuple(SIMULATOR_PORTS),
+        default="backmarket",
+        help="which marketplace to stand in for (default backmarket)",
+    )
     simulator.add_argument("--host", default="127.0.0.1")
-    simulator.add_argument("--port", type=int, default=9000)
+    simulator.add_argument(
+        "--port", type=int, default=None, help="default 9000 (backmarket), 9100 (refurbed)"
+    )
     simulator.add_argument("--listings", type=int, default=5000)
     simulator.add_argument("--latency-ms", type=float, default=0.0)
     simulator.add_argument("--requests-per-10s", type=int, default=None)
@@ -161,11 +174,13 @@ def _print_json(payload: Any, streams: Streams) -> None:
 
 
 def _run_simulator(args: argparse.Namespace) -> int:
-    from simulator.__main__ import main as simulator_main
+    from simulator.__main__ import main as backmarket_main
+    from simulator.refurbed.__main__ import main as refurbed_main
 
+    port = SIMULATOR_PORTS[args.kind] if args.port is None else args.port
     argv = [
         "--host", args.host,
-        "--port", str(args.port),
+        "--port", str(port),
         "--listings", str(args.listings),
         "--latency-ms", str(args.latency_ms),
         "--fault-rate", str(args.fault_rate),
@@ -174,6 +189,8 @@ def _run_simulator(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     if args.requests_per_10s is not None:
         argv += ["--requests-per-10s", str(args.requests_per_10s)]
+    # Both simulators take the same options; Refurbed's `--listings` is its offers.
+    simulator_main = refurbed_main if args.kind == "refurbed" else backmarket_main
     simulator_main(argv)
     return 0
 
