@@ -149,6 +149,9 @@ class SimulatorOptions:
     latency_ms: float = 0.0
     requests_per_10s: int | None = None
     seed: int = 42
+    # "refurbed": the Refurbed stand-in (`python -m simulator --kind refurbed`); `listings`
+    # is then its offers.
+    kind: str = "backmarket"
 
 
 @dataclass
@@ -187,6 +190,8 @@ def spawn_simulator(options: SimulatorOptions, *, logs: Path) -> Simulator:
     args = [
         "-m",
         "simulator",
+        "--kind",
+        options.kind,
         "--port",
         str(port),
         "--listings",

@@ -30,7 +30,7 @@ def test_bench_smoke_runs_every_scenario_and_its_checks_pass(tmp_path: Path) -> 
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output[-6000:]
     report = (tmp_path / "BENCHMARKS.md").read_text()
-    for number in range(1, 9):
+    for number in range(1, 10):
         assert f"## {number}. " in report
     assert (tmp_path / "results" / "latest.json").is_file()
     if can_plot():

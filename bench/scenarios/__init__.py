@@ -15,6 +15,7 @@ from bench.scenarios import (
     s6_refresh_overhead,
     s7_fresh_stock,
     s8_read_load,
+    s9_refurbed,
 )
 
 Scenario = Callable[[BenchContext], Awaitable[ScenarioResult]]
@@ -28,4 +29,5 @@ SCENARIOS: dict[int, tuple[str, Scenario]] = {
     6: ("Refresh overhead", s6_refresh_overhead.run),
     7: ("Fresh stock under the rate limit", s7_fresh_stock.run),
     8: ("Reads under load during a bulk sync", s8_read_load.run),
+    9: ("Every Refurbed offer: the adapter vs the back office's way", s9_refurbed.run),
 }
