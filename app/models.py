@@ -31,6 +31,7 @@ class ChangeType(enum.StrEnum):
     REFRESH = "refresh"
     ADD_QUANTITY = "add_quantity"
     ORDER_SYNC = "order_sync"
+    SET_QUANTITY = "set_quantity"
 
 
 # The largest values of the id columns: INT (variation.id, marketplace_id in the service's

@@ -582,7 +582,7 @@ async def history_rows(conn: AsyncConnection, *, variation_id: int) -> list[tupl
 async def test_service_writes_each_of_its_change_types_into_the_migrated_seed_database(
     seed_engine: AsyncEngine,
 ) -> None:
-    for quantity, change_type in zip((11, 12, 13, 14), ChangeType, strict=True):
+    for quantity, change_type in zip((11, 12, 13, 14, 15), ChangeType, strict=True):
         async with seed_engine.begin() as conn:
             await write_observations(
                 conn,
@@ -606,6 +606,7 @@ async def test_service_writes_each_of_its_change_types_into_the_migrated_seed_da
             ("refresh", 1, 1, 11, 12, 1, 1),
             ("add_quantity", 1, 1, 12, 13, 1, 1),
             ("order_sync", 1, 1, 13, 14, 1, 1),
+            ("set_quantity", 1, 1, 14, 15, 1, 1),
         ]
         [(change_type, stock_id, *_rest)] = await history_rows(conn, variation_id=104)
         assert change_type == "add_quantity" and stock_id is not None
@@ -617,13 +618,13 @@ async def test_service_writes_each_of_its_change_types_into_the_migrated_seed_da
         listed = (
             await conn.execute(sa.text("SELECT listed_stock FROM variation WHERE id = 101"))
         ).scalar_one()
-    assert (stock["listed_stock"], stock["locked_stock"], stock["available_stock"]) == (14, 1, 13)
+    assert (stock["listed_stock"], stock["locked_stock"], stock["available_stock"]) == (15, 1, 14)
     # The seed application's own columns of the row are left as they were.
     assert stock["manual_adjustment"] == 2
     assert stock["formula"] == '{"type": "percentage", "value": 80, "round": "down"}'
     assert stock["buffer_percentage"] == Decimal("10.00")
     assert (stock["min_threshold"], stock["max_threshold"], stock["admin_id"]) == (1, 20, 1)
-    assert listed == 14 + 2
+    assert listed == 15 + 2
 
 
 @requires_mysql

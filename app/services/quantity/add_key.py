@@ -1,4 +1,4 @@
-"""An addition's Idempotency-Key, and every step of its row, in one place.
+"""A stock change's Idempotency-Key, and every step of its row, in one place.
 
 Without a key each step does nothing, so the addition reads the same with or without one.
 The states a key goes through are described in `idempotency`.
@@ -7,31 +7,31 @@ The states a key goes through are described in `idempotency`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.errors import Conflict
 from app.services.quantity import idempotency
-from app.services.quantity.schemas import AddResult
+from app.services.quantity.change import ResultT, StockChange
 
 
 @dataclass(frozen=True, slots=True)
-class AdditionKey:
+class AdditionKey(Generic[ResultT]):
     engine: AsyncEngine
     # None when the request came without an Idempotency-Key.
     key: str | None
     variation_id: int
     marketplace_id: int
-    added: int
+    change: StockChange[ResultT]
 
     @property
     def fingerprint(self) -> str:
-        return idempotency.request_hash(
-            variation_id=self.variation_id, marketplace_id=self.marketplace_id, quantity=self.added
+        return self.change.request_hash(
+            variation_id=self.variation_id, marketplace_id=self.marketplace_id
         )
 
-    def settled_answer(self, record: idempotency.KeyRecord) -> AddResult | None:
+    def settled_answer(self, record: idempotency.KeyRecord) -> ResultT | None:
         """The stored answer of a succeeded key; Conflict when the key was for another body."""
         if record.request_hash != self.fingerprint:
             raise Conflict(
@@ -42,10 +42,10 @@ class AdditionKey:
                 idempotency_key=record.key,
             )
         if record.status is idempotency.KeyStatus.SUCCEEDED and record.response is not None:
-            return AddResult.model_validate({**record.response, "idempotent_replay": True})
+            return self.change.replayed(record.response)
         return None
 
-    async def earlier_answer(self) -> AddResult | None:
+    async def earlier_answer(self) -> ResultT | None:
         """The answer of a settled key, read without the variation's lock."""
         if self.key is None:
             return None

@@ -1,10 +1,12 @@
-"""One add-quantity request, run while its variation's lock is held (see `add.add_quantity`).
+"""One stock change (an addition or a set, see `change`), run while its variation's lock is held
+(see `entry.change_stock`).
 
-Fetch-then-update, then undo what the update undid: read the live quantity, send `previous + n`,
-then subtract the units sold between the read and the update's arrival (`sold_during`) with one
-more update, and record Back Market's last answer (its quantity is the truth). The lock is taken
-and the update budget reserved before the read, so that nothing but the POST itself separates
-the read from the write.
+Fetch-then-update, then undo what the update undid: read the live quantity, send the target the
+change decides from it (`previous + n`, or the quantity set), then subtract the units sold
+between the read and the update's arrival (`sold_during`) with one more update, and record the
+marketplace's last answer (its quantity is the truth). The lock is taken and the update budget
+reserved before the read, so that nothing but the update itself separates the read from the
+write.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Generic
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,8 +27,8 @@ from app.services.context import ServiceContext
 from app.services.locks import HeldLock
 from app.services.quantity import idempotency, sold_during
 from app.services.quantity.add_key import AdditionKey
+from app.services.quantity.change import ResultT, StockChange
 from app.services.quantity.record import AdditionRecorder
-from app.services.quantity.schemas import AddResult
 from app.services.quantity.send import UpdateSender
 from app.services.quantity.sold_during import PendingSubtraction, SaleWindow
 from app.services.quantity.stored import VariationRef
@@ -35,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class Addition:
+class Addition(Generic[ResultT]):
     ctx: ServiceContext
     variation: VariationRef
     variation_sku: str | None
@@ -43,12 +46,14 @@ class Addition:
     # The marketplace's adapter, and how it names the variation's listing.
     marketplace: mp.Marketplace
     ref: mp.ListingRef
-    added: int
-    key: AdditionKey
-    # A removal below zero removes down to 0 instead of being refused (the watcher's undoing).
-    floor_at_zero: bool
+    # The key carries the change it was given for (`key.change`), with or without a key.
+    key: AdditionKey[ResultT]
 
-    async def run(self, *, held: HeldLock) -> tuple[AddResult, str]:
+    @property
+    def change(self) -> StockChange[ResultT]:
+        return self.key.change
+
+    async def run(self, *, held: HeldLock) -> tuple[ResultT, str]:
         claim = await self.key.claim(ttl_hours=self.ctx.settings.idempotency_ttl_hours)
         if claim is not None and not claim.claimed:
             # Re-checked under the lock: the request we queued behind may have settled it.
@@ -64,7 +69,7 @@ class Addition:
             read_sent_at = utcnow()
             live = await self._read_live()
             previous = live.quantity
-            target = self._target(previous)
+            target = self.change.target(previous)
         except DomainError:
             await sender.cancel(reservation)
             raise
@@ -73,7 +78,9 @@ class Addition:
         except UpstreamOutcomeUnknown:
             # If it was applied it overwrote the sales made meanwhile: the watcher subtracts
             # them (and needlessly, if it was not: the side to err on).
-            await self._recorder.window(SaleWindow(read_sent_at=read_sent_at, answered_at=utcnow()))
+            await self._recorder.window(
+                SaleWindow(read_sent_at=read_sent_at, answered_at=utcnow()), added=target - previous
+            )
             raise
         window = SaleWindow(read_sent_at=read_sent_at, answered_at=utcnow())
         result = await self._undo_sales_during(
@@ -86,28 +93,13 @@ class Addition:
         """The listing as messages and records name it."""
         return str(self.ref)
 
-    def _target(self, previous: int) -> int:
-        target = previous + self.added
-        if target >= 0:
-            return target
-        if self.floor_at_zero:
-            return 0
-        raise Conflict(
-            f"adding {self.added} to Back Market's quantity {previous} would leave "
-            f"{target}; nothing was sent",
-            reason="below_zero",
-            current_quantity=previous,
-            added=self.added,
-        )
-
     @property
-    def _recorder(self) -> AdditionRecorder:
+    def _recorder(self) -> AdditionRecorder[ResultT]:
         return AdditionRecorder(
             ctx=self.ctx,
             variation=self.variation,
             marketplace_id=self.marketplace_id,
             listing_ref=self.listing_ref,
-            added=self.added,
             key=self.key,
         )
 
@@ -123,7 +115,7 @@ class Addition:
 
     async def _undo_sales_during(
         self, answered: mp.Listing, *, previous: int, added: int, window: SaleWindow, held: HeldLock
-    ) -> AddResult:
+    ) -> ResultT:
         """Claim the sales the update overwrote and subtract them; record the outcome."""
         identity = sold_during.ListingIdentity.of(
             answered, variation_sku=self.variation_sku, reference_id=self.variation.reference_id
@@ -134,7 +126,12 @@ class Addition:
 
         async def claim(conn: AsyncConnection) -> PendingSubtraction | None:
             lines = await sold_during.claim_sold_lines(
-                conn, found or [], variation_id=self.variation.id, window=window, at=utcnow()
+                conn,
+                found or [],
+                variation_id=self.variation.id,
+                window=window,
+                at=utcnow(),
+                by=self.change.change_type.value,
             )
             if not lines:
                 return None
@@ -155,7 +152,12 @@ class Addition:
         pending = await _claiming(self.ctx, claim) if found else None
         if pending is None:
             return await self._recorder.answer(
-                answered, previous=previous, added=added, sold_units=0, replay=False, window=window
+                answered,
+                previous=previous,
+                target=previous + added,
+                sold_units=0,
+                replay=False,
+                window=window,
             )
         return await self._subtract(answered, pending, window=window, held=held)
 
@@ -166,9 +168,9 @@ class Addition:
         *,
         window: SaleWindow,
         held: HeldLock,
-    ) -> AddResult:
-        """Send `answered - units`: like the addition's update, but its addition is applied, so
-        no failure of it frees the key (see `idempotency.release_key`)."""
+    ) -> ResultT:
+        """Send `answered - units`: like the change's update, but the change is applied, so no
+        failure of it frees the key (see `idempotency.release_key`)."""
         sender = self._sender(held)
         target = max(0, answered.quantity - pending.units)
         try:
@@ -176,23 +178,31 @@ class Addition:
             final = await sender.send(reservation, previous=answered.quantity, target=target)
         except UpstreamOutcomeUnknown as exc:
             await self._subtraction_unknown(pending, window=window.until(utcnow()))
+            applied = self.change.describe(
+                previous=pending.previous_quantity,
+                target=pending.previous_quantity + pending.added,
+            )
             raise UpstreamOutcomeUnknown(
-                f"{pending.added:+d} was applied (Back Market answered {answered.quantity}), but "
+                f"{applied} was applied (Back Market answered {answered.quantity}), but "
                 f"the update subtracting {pending.units} unit(s) sold meanwhile "
                 f"({answered.quantity} -> {target}) got no usable answer; "
                 + (
-                    "retry with the same Idempotency-Key: it checks Back Market and never adds "
-                    "again"
+                    "retry with the same Idempotency-Key: it checks Back Market and never sends "
+                    "the change again"
                     if self.key.key is not None
-                    else "do not repeat the addition: the orders watcher subtracts those units "
+                    else "do not repeat the change: the orders watcher subtracts those units "
                     "on its next poll (twice, if this update was in fact applied)"
                 ),
-                **{**exc.extra, "addition_applied": True, "sales_during_update": pending.units},
+                **{
+                    **exc.extra,
+                    self.change.applied_field: True,
+                    "sales_during_update": pending.units,
+                },
             ) from exc
         except DomainError as exc:
             sold_during.SALES_DURING_UPDATE.labels("left_to_watcher").inc(len(pending.line_ids))
             log.warning(
-                "variation %s: %d unit(s) sold during the addition could not be subtracted "
+                "variation %s: %d unit(s) sold during the change could not be subtracted "
                 "(left to the orders watcher): %s",
                 self.variation.id,
                 pending.units,
@@ -201,7 +211,7 @@ class Addition:
             return await self._recorder.answer(
                 answered,
                 previous=pending.previous_quantity,
-                added=pending.added,
+                target=pending.previous_quantity + pending.added,
                 sold_units=0,
                 replay=False,
                 window=window,
@@ -216,7 +226,7 @@ class Addition:
         return await self._recorder.answer(
             final,
             previous=pending.previous_quantity,
-            added=pending.added,
+            target=pending.previous_quantity + pending.added,
             sold_units=pending.units,
             replay=False,
             window=window.until(utcnow()),
@@ -228,7 +238,7 @@ class Addition:
         """With a key the claims stay for its retry; without one nobody would resolve them, so
         they go back to the watcher: a double subtraction rather than an undone sale."""
         released = pending.line_ids if self.key.key is None else ()
-        await self._recorder.window(window, released=released)
+        await self._recorder.window(window, added=pending.added, released=released)
 
     async def _leave_claims_after_failure(
         self, pending: PendingSubtraction, *, window: SaleWindow
@@ -249,7 +259,7 @@ class Addition:
 
     async def _resolve_unknown_outcome(
         self, record: idempotency.KeyRecord, held: HeldLock
-    ) -> tuple[AddResult, str]:
+    ) -> tuple[ResultT, str]:
         previous, target = record.previous_quantity, record.target_quantity
         assert previous is not None and target is not None
         pending = PendingSubtraction.from_response(record.response)
@@ -267,7 +277,7 @@ class Addition:
             result = await self._recorder.answer(
                 live,
                 previous=pending.previous_quantity if pending else previous,
-                added=pending.added if pending else target - previous,
+                target=pending.previous_quantity + pending.added if pending else target,
                 sold_units=pending.units if pending else 0,
                 replay=True,
             )

@@ -1,4 +1,5 @@
-"""Idempotency keys of add-quantity: what a request with a key did, kept for its repeats.
+"""Idempotency keys of add-quantity and set-quantity: what a request with a key did, kept for
+its repeats.
 
 A row of `idempotency_keys` goes through these states:
 
@@ -39,6 +40,8 @@ from app.models import IdempotencyKey, table_of
 keys_table = table_of(IdempotencyKey)
 
 MAX_KEY_LENGTH = 255
+# The operation of a key whose hash names none.
+ADD_QUANTITY = "add_quantity"
 
 
 class KeyStatus(enum.StrEnum):
@@ -85,13 +88,25 @@ def key_problem(key: str) -> str | None:
     return None
 
 
-def request_hash(*, variation_id: int, marketplace_id: int, quantity: int) -> str:
-    """What makes two requests "the same request" for a key."""
-    canonical = json.dumps(
-        {"variation_id": variation_id, "marketplace_id": marketplace_id, "quantity": quantity},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+def request_hash(
+    *,
+    variation_id: int,
+    marketplace_id: int,
+    quantity: int,
+    operation: str = ADD_QUANTITY,
+    expected_quantity: int | None = None,
+) -> str:
+    """What makes two requests "the same request" for a key: an addition's and a set's of one
+    quantity differ, and so do sets expecting different quantities."""
+    request: dict[str, object] = {
+        "variation_id": variation_id,
+        "marketplace_id": marketplace_id,
+        "quantity": quantity,
+    }
+    # An addition's hash is the one its keys were stored with before sets existed.
+    if operation != ADD_QUANTITY:
+        request |= {"operation": operation, "expected_quantity": expected_quantity}
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

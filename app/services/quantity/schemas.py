@@ -46,3 +46,23 @@ class AddResult(BaseModel):
     # on sale and a second update subtracted again. Defaults to 0 for answers stored before
     # the field existed, so their replays still validate.
     sales_during_update: int = 0
+
+
+class SetResult(BaseModel):
+    """The contract's `SetResult`."""
+
+    variation_id: int
+    marketplace_id: int
+    # Read from the marketplace just before the update (equal to `expected_quantity` when one
+    # was given).
+    previous_quantity: int
+    # What the marketplace holds after the update: the quantity asked for, less
+    # `sales_during_update`.
+    quantity: int
+    available_stock: int
+    variation_listed_stock: int
+    # True when this answer comes from an earlier request with the same Idempotency-Key.
+    idempotent_replay: bool
+    # Units sold between the service's read and its update, which the update had put back on
+    # sale and a second update subtracted again.
+    sales_during_update: int = 0

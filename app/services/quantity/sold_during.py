@@ -33,8 +33,6 @@ from app.services import sales
 
 log = logging.getLogger(__name__)
 
-CLAIMED_BY = "add_quantity"
-
 SALES_DURING_UPDATE = Counter(
     "stock_sync_sales_during_update_total",
     "Order lines sold during an addition's update, by what became of them.",
@@ -128,8 +126,10 @@ async def claim_sold_lines(
     variation_id: int,
     window: SaleWindow,
     at: datetime,
+    by: str,
 ) -> list[mp.OrderLine]:
-    """Claim the lines this addition's update overwrote; those not claimed by anyone yet.
+    """Claim the lines this change's update overwrote, as claimed `by` it (its change type);
+    those not claimed by anyone yet.
 
     The lines created inside the window first. Only when one of them is claimed does a second
     update follow, and since that update is computed from the first one's answer it overwrites
@@ -137,9 +137,9 @@ async def claim_sold_lines(
     """
     inside = [sold for sold in found if _created_inside(sold.line, window)]
     later = [sold for sold in found if sold.line.created_at and sold.line.created_at > window.end]
-    claimed = await _claim(conn, inside, variation_id=variation_id, at=at)
+    claimed = await _claim(conn, inside, variation_id=variation_id, at=at, by=by)
     if claimed:
-        claimed += await _claim(conn, later, variation_id=variation_id, at=at)
+        claimed += await _claim(conn, later, variation_id=variation_id, at=at, by=by)
     return claimed
 
 
@@ -149,7 +149,7 @@ def _created_inside(line: mp.OrderLine, window: SaleWindow) -> bool:
 
 
 async def _claim(
-    conn: AsyncConnection, found: Sequence[SoldLine], *, variation_id: int, at: datetime
+    conn: AsyncConnection, found: Sequence[SoldLine], *, variation_id: int, at: datetime, by: str
 ) -> list[mp.OrderLine]:
     if not found:
         return []
@@ -159,7 +159,7 @@ async def _claim(
         )
         for sold in found
     ]
-    claimed = await sales.claim_for_compensation(conn, events, by=CLAIMED_BY, at=at)
+    claimed = await sales.claim_for_compensation(conn, events, by=by, at=at)
     return [event.line for event in claimed]
 
 
