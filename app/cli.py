@@ -1,4 +1,4 @@
-"""`stock-sync`: serve, sync, runs, refresh, add-quantity, migrate, simulator."""
+"""`stock-sync`: serve, sync, runs, refresh, add-quantity, set-quantity, migrate, simulator."""
 
 from __future__ import annotations
 
@@ -70,6 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--idempotency-key")
     add.add_argument("--marketplace", type=int, default=1)
 
+    set_ = commands.add_parser(
+        "set-quantity", help="set a listing's quantity, only while it is --expected if given"
+    )
+    set_.add_argument("variation_id", type=int)
+    set_.add_argument("quantity", type=int)
+    set_.add_argument("--marketplace", type=int, default=1)
+    set_.add_argument(
+        "--expected",
+        type=int,
+        default=None,
+        help="the quantity you saw: when the live one differs nothing is sent (exit 1)",
+    )
+    set_.add_argument("--idempotency-key")
+
     commands.add_parser("migrate", help="bring the database schema up to date")
 
     simulator = commands.add_parser(
@@ -138,13 +152,14 @@ def main(
         "runs": _runs,
         "refresh": _refresh,
         "add-quantity": _add_quantity,
+        "set-quantity": _set_quantity,
         "migrate": _migrate,
     }
     return asyncio.run(handlers[args.command](settings, args, streams))
 
 
 # The commands that read or write the service's tables (`serve` migrates in its lifespan).
-NEEDS_SCHEMA = frozenset({"sync", "runs", "refresh", "add-quantity"})
+NEEDS_SCHEMA = frozenset({"sync", "runs", "refresh", "add-quantity", "set-quantity"})
 
 
 async def _schema_problem(settings: Settings) -> str | None:
@@ -330,6 +345,25 @@ async def _add_quantity(settings: Settings, args: argparse.Namespace, streams: S
                 container.ctx,
                 variation_id=args.variation_id,
                 quantity=check_added_quantity(args.quantity, limit=settings.add_quantity_limit),
+                marketplace_id=args.marketplace,
+                idempotency_key=args.idempotency_key,
+            )
+        except DomainError as exc:
+            return _report_error(exc, streams)
+    _print_json(result.model_dump(mode="json"), streams)
+    return 0
+
+
+async def _set_quantity(settings: Settings, args: argparse.Namespace, streams: Streams) -> int:
+    from app.services.quantity import set_quantity
+
+    async with open_container(settings, migrate=False) as container:
+        try:
+            result = await set_quantity(
+                container.ctx,
+                variation_id=args.variation_id,
+                quantity=args.quantity,
+                expected_quantity=args.expected,
                 marketplace_id=args.marketplace,
                 idempotency_key=args.idempotency_key,
             )

@@ -245,6 +245,34 @@ def test_runs_refuses_a_limit_out_of_range(environment: None) -> None:
     assert exited.value.code == 2
 
 
+# -- set-quantity -----------------------------------------------------------------------------
+
+
+def test_set_quantity_prints_the_result_and_a_stale_expected_quantity_exits_1_with_the_live_one(
+    environment: None,
+) -> None:
+    live = json.loads(run_cli("refresh", "1").out)["quantity"]
+
+    applied = run_cli(
+        "set-quantity", "1", str(live + 2), "--expected", str(live), "--idempotency-key", "cli-1"
+    )
+    stale = run_cli("set-quantity", "1", str(live + 5), "--expected", str(live))
+    restored = run_cli("set-quantity", "1", str(live), "--marketplace", "1")
+
+    assert applied.code == 0, applied.err
+    result = json.loads(applied.out)
+    assert (result["previous_quantity"], result["quantity"]) == (live, live + 2)
+    assert stale.code == 1
+    refusal = json.loads(stale.err.strip().splitlines()[-1])
+    assert (refusal["status"], refusal["reason"], refusal["live_quantity"]) == (
+        409,
+        "quantity_changed",
+        live + 2,
+    )
+    assert stale.out == ""
+    assert restored.code == 0 and json.loads(restored.out)["quantity"] == live
+
+
 # -- a database never migrated ---------------------------------------------------------------
 
 SCHEMA_COMMANDS = [
@@ -252,6 +280,7 @@ SCHEMA_COMMANDS = [
     ("runs",),
     ("refresh", "1"),
     ("add-quantity", "1", "2"),
+    ("set-quantity", "1", "2"),
 ]
 
 

@@ -1,5 +1,5 @@
-"""GET /variations/{id}/quantity, GET /variations/quantities and
-POST /variations/{id}/add-quantity: HTTP only.
+"""GET /variations/{id}/quantity, GET /variations/quantities, POST /variations/{id}/add-quantity
+and PUT /variations/{id}/quantity: HTTP only.
 
 The logic lives in app.services.quantity; domain errors become HTTP answers in app.errors.
 """
@@ -19,13 +19,22 @@ from app.services.quantity import (
     AddResult,
     Quantities,
     Quantity,
+    SetResult,
     add_quantity,
     parse_variation_ids,
     read_quantities,
     refresh_quantity,
+    set_quantity,
 )
 
 router = APIRouter(prefix="/variations", tags=["variations"])
+
+
+def whole_number(value: object) -> object:
+    """A float holding a whole number as that integer; anything else as it came."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 class AddQuantityBody(BaseModel):
@@ -40,9 +49,7 @@ class AddQuantityBody(BaseModel):
     @field_validator("quantity", mode="before")
     @classmethod
     def _whole_number(cls, quantity: object) -> object:
-        if isinstance(quantity, float) and quantity.is_integer():
-            return int(quantity)
-        return quantity
+        return whole_number(quantity)
 
     @field_validator("quantity")
     @classmethod
@@ -50,6 +57,30 @@ class AddQuantityBody(BaseModel):
         if quantity == 0:
             raise ValueError("quantity must not be zero")
         return quantity
+
+
+class SetQuantityBody(BaseModel):
+    """`{"quantity": n, "expected_quantity": m}`: integers from 0; the quantity's bound
+    (ADD_QUANTITY_LIMIT) is the service's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    quantity: StrictInt = Field(ge=0, le=INT_MAX, description="the quantity the listing must hold")
+    expected_quantity: StrictInt | None = Field(
+        default=None,
+        ge=0,
+        le=INT_MAX,
+        description=(
+            "the quantity the caller saw: when the marketplace's live quantity differs, nothing "
+            "is sent and 409 quantity_changed answers the live one"
+        ),
+    )
+
+    # Strict as an addition's quantity: 5.0 is 5, "5", 2.5 and true are refused.
+    @field_validator("quantity", "expected_quantity", mode="before")
+    @classmethod
+    def _whole_number(cls, quantity: object) -> object:
+        return whole_number(quantity)
 
 
 MarketplaceQuery = Annotated[
@@ -67,7 +98,7 @@ _DESCRIBED = {
     413: f"a body larger than {MAX_BODY_BYTES} bytes",
     422: (
         f"invalid request: an id or marketplace_id outside 1..{INT_MAX}, an unknown "
-        "marketplace, or (add-quantity) a body that is not UTF-8 JSON of this shape"
+        "marketplace, or (add-quantity, set) a body that is not UTF-8 JSON of this shape"
     ),
     429: "update budget spent or Back Market rate limiting; see Retry-After",
     502: "Back Market failed; nothing recorded as applied",
@@ -97,11 +128,15 @@ def document_checked_inputs(document: dict[str, Any], *, add_quantity_limit: int
     `ids` is parsed by the service, not by FastAPI, so that a bad list gets a message naming
     the bad item; FastAPI documents it as an optional list of any strings. It is required, each
     value a comma-separated list of ids in range. An addition's quantity is a non-zero integer
-    within ±ADD_QUANTITY_LIMIT, a setting, which the model's static schema cannot carry.
+    within ±ADD_QUANTITY_LIMIT, a setting, which the model's static schema cannot carry; a set's
+    quantity is within 0..ADD_QUANTITY_LIMIT likewise.
     """
     body = document["components"]["schemas"]["AddQuantityBody"]["properties"]["quantity"]
     body.update(minimum=-add_quantity_limit, maximum=add_quantity_limit)
     body["not"] = {"const": 0}
+    document["components"]["schemas"]["SetQuantityBody"]["properties"]["quantity"].update(
+        maximum=add_quantity_limit
+    )
     operation = document["paths"]["/variations/quantities"]["get"]
     for parameter in operation["parameters"]:
         if parameter["name"] == "ids":
@@ -205,6 +240,36 @@ async def post_add_quantity(
         ctx,
         variation_id=variation_id,
         quantity=body.quantity,
+        marketplace_id=marketplace_id,
+        idempotency_key=idempotency_key,
+    )
+
+
+@router.put(
+    "/{variation_id}/quantity",
+    responses=_errors(404, 409, 413, 422, 429, 502, 503, 504),
+    dependencies=[Depends(require_json_body)],
+)
+async def put_quantity(
+    variation_id: VariationPath,
+    body: SetQuantityBody,
+    ctx: ContextDep,
+    marketplace_id: MarketplaceQuery = 1,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="repeats with the same key and body answer the first result",
+        ),
+    ] = None,
+) -> SetResult:
+    """Set the listing's quantity; with `expected_quantity`, only while the live quantity is
+    still that one (409 `quantity_changed` with `live_quantity` otherwise, nothing sent)."""
+    return await set_quantity(
+        ctx,
+        variation_id=variation_id,
+        quantity=body.quantity,
+        expected_quantity=body.expected_quantity,
         marketplace_id=marketplace_id,
         idempotency_key=idempotency_key,
     )

@@ -159,6 +159,7 @@ def test_no_generated_input_gets_a_server_error_or_an_undocumented_answer(
 CHECKED_BY_THE_SERVICE = [
     "GET /variations/quantities",
     "POST /variations/{variation_id}/add-quantity",
+    "PUT /variations/{variation_id}/quantity",
 ]
 # schemathesis warns ("mostly rejected generated data") when the valid inputs of an operation
 # are answered only with 4xx, at least a tenth of them not 404. A document that states the
@@ -191,6 +192,8 @@ def test_the_document_states_the_form_of_ids_and_a_non_zero_quantity() -> None:
     assert quantity["type"] == "integer"
     assert quantity["not"] == {"const": 0}
     assert (quantity["minimum"], quantity["maximum"]) == (-10_000, 10_000)
+    set_quantity = document["components"]["schemas"]["SetQuantityBody"]["properties"]["quantity"]
+    assert (set_quantity["minimum"], set_quantity["maximum"]) == (0, 10_000)
 
 
 @pytest.mark.parametrize("operation", CHECKED_BY_THE_SERVICE)
