@@ -1,5 +1,6 @@
-"""The status page: `GET /` (HTML, server-rendered), its start-a-sync form and, when API_KEYS is
-set, its login and logout. None of it is part of the JSON API's schema.
+"""The status page: `GET /` (HTML, server-rendered), its start-a-sync form, the variation
+look-up's set-quantity form and, when API_KEYS is set, its login and logout. None of it is part
+of the JSON API's schema.
 
 The browser proves who it is with a cookie holding an API key (set by the login form; HttpOnly,
 SameSite=Strict, Secure over https). That cookie is accepted here only: the JSON API keeps
@@ -24,10 +25,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import FIRST_MARKETPLACE_ID
 from app.deps import ContainerDep
-from app.errors import Conflict
+from app.errors import Conflict, DomainError
 from app.http_limits import INT_MAX
 from app.models import RunTrigger
 from app.routers import page_format
+from app.services.quantity import set_quantity
 from app.services.status_page import read_status_page
 from app.services.sync import SyncOptions
 
@@ -96,7 +98,8 @@ async def status_page(request: Request, container: ContainerDep) -> Response:
             "page": page,
             "lookup": lookup,
             "lookup_invalid": bool(lookup) and variation_id is None,
-            "notice": _notice(request),
+            "notice": _notice(request) or _set_notice(request),
+            "live_quantities": _live_quantities(request),
             "refresh_seconds": REFRESH_SECONDS if page.running else None,
             "refresh_url": refresh_url,
             "login_required": bool(container.settings.api_keys),
@@ -119,6 +122,45 @@ async def start_sync_from_page(request: Request, container: ContainerDep) -> Res
     except Conflict as busy:
         return _see_other("/?" + urlencode({"busy": busy.extra.get("run_id", "")}))
     return _see_other("/?" + urlencode({"started": started.id}))
+
+
+@router.post("/status/set-quantity")
+async def set_quantity_from_page(request: Request, container: ContainerDep) -> Response:
+    """Set one marketplace's quantity of the looked-up variation, expecting the quantity the page
+    showed (so a stale one is refused with the live quantity), then back to the look-up."""
+    form = await _form(request)
+    if not _signed_in(request, container.settings.api_keys):
+        return _login_page(request, message="Sign in first.")
+    if not _csrf_ok(request, form):
+        return _csrf_refused(request)
+    variation_id = _positive_int(form.get("variation_id", ""))
+    marketplace_id = _positive_int(form.get("marketplace_id", ""))
+    quantity = _whole_number(form.get("quantity", "").strip())
+    expected = _whole_number(form.get("expected_quantity", ""))
+    if variation_id is None or marketplace_id is None:
+        return _see_other("/")
+    back = {"variation": variation_id, "marketplace": marketplace_id}
+    if quantity is None or expected is None:
+        return _see_other("/?" + urlencode({**back, "set": "invalid"}))
+    try:
+        result = await set_quantity(
+            container.ctx,
+            variation_id=variation_id,
+            quantity=quantity,
+            expected_quantity=expected,
+            marketplace_id=marketplace_id,
+        )
+    except DomainError as refused:
+        outcome = str(refused.extra.get("reason") or "")
+        details = {"live": refused.extra.get("live_quantity", "")}
+        return _see_other("/?" + urlencode({**back, "set": outcome or "refused", **details}))
+    applied = {
+        "set": "applied",
+        "previous": result.previous_quantity,
+        "quantity": result.quantity,
+        "sold": result.sales_during_update,
+    }
+    return _see_other("/?" + urlencode({**back, **applied}))
 
 
 @router.post("/login")
@@ -232,6 +274,14 @@ def _see_other(url: str) -> Response:
     return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
 
 
+def _whole_number(text: str) -> int | None:
+    """0..INT_MAX written in digits, else None."""
+    if not text.isascii() or not text.isdigit():
+        return None
+    number = int(text)
+    return number if number <= INT_MAX else None
+
+
 def _positive_int(text: str) -> int | None:
     if not text.isascii() or not text.isdigit():
         return None
@@ -249,3 +299,53 @@ def _notice(request: Request) -> tuple[str, str] | None:
         which = f" (run {running})" if running is not None else ""
         return ("warn", f"A bulk sync is already running{which}; no new run was started.")
     return None
+
+
+# What the set form's redirect names (never free text): its outcome, by refusal reason.
+_SET_REFUSALS = {
+    "invalid": "The quantity must be a whole number from 0; nothing was sent.",
+    "outcome_unknown": "The update was sent but got no answer: it may or may not have been "
+    "applied. Look the variation up again before trying once more.",
+    "update_budget_spent": "The hourly update budget is spent; nothing was sent.",
+    "backmarket_rate_limited": "The marketplace is rate limiting; nothing was sent.",
+    "busy": "Another change of this variation is running; nothing was sent, try again.",
+    "lock_lost": "The variation's lock was lost; nothing was sent, try again.",
+    "listing_not_found": "The marketplace does not know this listing; nothing was sent.",
+    "backmarket_failed": "The marketplace failed; nothing was recorded as applied.",
+    "no_reference": "This variation has no listing reference; nothing was sent.",
+}
+
+
+def _set_notice(request: Request) -> tuple[str, str] | None:
+    """The outcome of the set form, from the redirect's query."""
+    outcome = request.query_params.get("set")
+    if outcome is None:
+        return None
+    marketplace = _positive_int(request.query_params.get("marketplace", "")) or "?"
+    if outcome == "applied":
+        quantity = _whole_number(request.query_params.get("quantity", ""))
+        previous = _whole_number(request.query_params.get("previous", ""))
+        sold = _whole_number(request.query_params.get("sold", "")) or 0
+        text = f"Marketplace {marketplace}: quantity set, {previous} → {quantity}."
+        if sold:
+            text += f" {sold} unit(s) sold during the update were subtracted again."
+        return ("ok", text)
+    if outcome == "quantity_changed":
+        live = next(iter(_live_quantities(request).values()), "?")
+        return (
+            "warn",
+            f"Marketplace {marketplace} holds {live} now, not the quantity shown: the stock moved, "
+            "and nothing was sent. The form below expects the live quantity; decide again.",
+        )
+    text = _SET_REFUSALS.get(outcome, "The marketplace refused the quantity; nothing was sent.")
+    return ("warn", f"Marketplace {marketplace}: {text}")
+
+
+def _live_quantities(request: Request) -> dict[int, int]:
+    """marketplace id -> the live quantity a refused set answered: the set form of that
+    marketplace expects it (the stored row, shown beside it, is older)."""
+    if request.query_params.get("set") != "quantity_changed":
+        return {}
+    marketplace = _positive_int(request.query_params.get("marketplace", ""))
+    live = _whole_number(request.query_params.get("live", ""))
+    return {} if marketplace is None or live is None else {marketplace: live}

@@ -294,3 +294,84 @@ async def test_page_says_the_database_is_unreachable_with_a_503(
     assert page.headers["content-type"].startswith("text/html")
     assert "Database unreachable" in page.text
     assert "OperationalError" in page.text
+
+
+SET_FORM = re.compile(
+    r'<form class="inline set-quantity".*?name="marketplace_id" value="(\d+)">\s*'
+    r'<input type="hidden" name="expected_quantity" value="(\d+)">',
+    re.DOTALL,
+)
+
+
+async def look_up(service: Any, variation_id: int) -> httpx.Response:
+    return await service.http.get("/", params={"variation": str(variation_id)})
+
+
+async def submit_set_form(
+    service: Any, page: httpx.Response, *, variation_id: int, quantity: int, **fields: str
+) -> httpx.Response:
+    """The look-up's set form as the browser sends it: the expected quantity the page shows."""
+    [(marketplace_id, expected)] = SET_FORM.findall(page.text)
+    values = {
+        "csrf_token": csrf_token_of(page),
+        "variation_id": str(variation_id),
+        "marketplace_id": marketplace_id,
+        "expected_quantity": expected,
+        "quantity": str(quantity),
+        **fields,
+    }
+    return await service.http.post("/status/set-quantity", **form(**values))
+
+
+async def test_the_look_ups_set_form_expects_the_shown_quantity_and_sets_it(
+    service: Any,
+) -> None:
+    linked = await link(service.engine, service.simulator, 0, listed_stock=4)
+    service.simulator.set_quantity(linked.listing_uuid, 4)
+    page = await look_up(service, linked.variation_id)
+    assert SET_FORM.findall(page.text) == [("1", "4")]
+
+    answer = await submit_set_form(service, page, variation_id=linked.variation_id, quantity=6)
+    shown = await service.http.get(answer.headers["location"])
+
+    assert answer.status_code == 303
+    assert service.simulator.quantity_of(linked.listing_uuid) == 6
+    assert "Marketplace 1: quantity set, 4 → 6." in shown.text
+    assert SET_FORM.findall(shown.text) == [("1", "6")]
+
+
+async def test_a_sale_after_the_page_was_read_refuses_the_set_and_shows_the_live_quantity(
+    service: Any,
+) -> None:
+    linked = await link(service.engine, service.simulator, 0, listed_stock=4)
+    service.simulator.set_quantity(linked.listing_uuid, 4)
+    page = await look_up(service, linked.variation_id)
+    service.simulator.place_order(linked.listing_uuid)
+    updates = len(service.simulator.stats()["updates"])
+
+    answer = await submit_set_form(service, page, variation_id=linked.variation_id, quantity=6)
+    shown = await service.http.get(answer.headers["location"])
+
+    assert answer.status_code == 303
+    assert len(service.simulator.stats()["updates"]) == updates
+    assert service.simulator.quantity_of(linked.listing_uuid) == 3
+    assert "Marketplace 1 holds 3 now, not the quantity shown" in shown.text
+    # The form now expects the live quantity, so the person decides again from it.
+    assert SET_FORM.findall(shown.text) == [("1", "3")]
+
+
+async def test_the_set_form_without_its_csrf_token_is_refused_and_sends_nothing(
+    service: Any,
+) -> None:
+    linked = await link(service.engine, service.simulator, 0, listed_stock=4)
+    service.simulator.set_quantity(linked.listing_uuid, 4)
+    page = await look_up(service, linked.variation_id)
+    updates = len(service.simulator.stats()["updates"])
+
+    answer = await submit_set_form(
+        service, page, variation_id=linked.variation_id, quantity=6, csrf_token="forged" * 8
+    )
+
+    assert answer.status_code == 403
+    assert len(service.simulator.stats()["updates"]) == updates
+    assert service.simulator.quantity_of(linked.listing_uuid) == 4
