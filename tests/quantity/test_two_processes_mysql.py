@@ -1,4 +1,5 @@
-"""Two server processes on one MariaDB database: additions to one variation never get lost.
+"""Two server processes on one MariaDB database: additions to one variation never get lost, and
+sets expecting one quantity apply once.
 
 Runs only on MariaDB/MySQL (TEST_MYSQL_URL): with SQLite the service is one process by design.
 """
@@ -166,3 +167,39 @@ async def test_fifty_additions_spread_over_two_server_processes_all_land(
     assert (await stock_row(mysql_engine, 301))["listed_stock"] == START_QUANTITY + ADDITIONS
     assert (await variation_row(mysql_engine, 301))["listed_stock"] == START_QUANTITY + ADDITIONS
     assert len(await history_rows(mysql_engine, 301)) == ADDITIONS
+
+
+SETS = 20
+
+
+async def test_twenty_sets_expecting_one_quantity_over_two_server_processes_apply_once(
+    mysql_engine: AsyncEngine, backmarket: RunningSimulator, two_servers: list[str]
+) -> None:
+    identity = backmarket.state.add_listing(quantity=START_QUANTITY, sku="TWO-PROC-SET")
+    await insert_variation(
+        mysql_engine,
+        variation_id=302,
+        reference_id=str(identity["listing_id"]),
+        reference_uuid=identity["id"],
+    )
+
+    async with httpx.AsyncClient(timeout=60) as http:
+        responses = await asyncio.gather(
+            *(
+                http.put(
+                    f"{two_servers[n % 2]}/variations/302/quantity",
+                    json={"quantity": 10 + n, "expected_quantity": START_QUANTITY},
+                )
+                for n in range(SETS)
+            )
+        )
+
+    assert sorted(r.status_code for r in responses) == [200] + [409] * (SETS - 1), [
+        r.text for r in responses if r.status_code not in (200, 409)
+    ]
+    [applied] = [r.json()["quantity"] for r in responses if r.status_code == 200]
+    assert {r.json()["live_quantity"] for r in responses if r.status_code == 409} == {applied}
+    assert backmarket.state.quantity_of(identity["id"]) == applied
+    assert len(backmarket.state.stats()["updates"]) == 1
+    assert (await stock_row(mysql_engine, 302))["listed_stock"] == applied
+    assert len(await history_rows(mysql_engine, 302)) == 1
