@@ -9,10 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.errors import Conflict
 from app.services.quantity import idempotency, set_quantity
+from app.services.quantity.send import UpdateSender
 from tests.quantity.support import (
     START_QUANTITY,
     LinkedListing,
@@ -25,7 +27,7 @@ from tests.quantity.support import (
     update_calls,
     variation_row,
 )
-from tests.quantity.test_sales_during_update import empty_order_tables
+from tests.quantity.test_sales_during_update import empty_order_tables, operational_error
 
 SET_RESULT_FIELDS = {
     "variation_id",
@@ -172,6 +174,42 @@ async def test_a_sale_between_the_services_read_and_its_update_is_subtracted_onc
     assert (await stock_row(service.engine, listing.variation_id))["listed_stock"] == 9 - 2
     history = await history_rows(service.engine, listing.variation_id)
     assert {h["change_type"] for h in history} == {"set_quantity"}
+
+
+async def test_a_sets_subtraction_that_fails_with_the_database_gives_its_claims_to_the_watcher(
+    service: Any, listing: LinkedListing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As for an addition: without a key nobody retries the set's own subtraction, so whatever
+    stops it (here the database, on the subtraction's budget reservation) gives the claimed
+    lines back, and the watcher subtracts the sale once."""
+    reserve = UpdateSender.reserve
+    reservations = 0
+
+    async def second_reservation_fails(sender: UpdateSender) -> Any:
+        nonlocal reservations
+        reservations += 1
+        if reservations == 2:
+            raise operational_error("UPDATE backmarket_stock_budget")
+        return await reserve(sender)
+
+    monkeypatch.setattr(UpdateSender, "reserve", second_reservation_fails)
+    # The test client raises what the server answers with a 500.
+    with pytest.raises(sa.exc.OperationalError):
+        await set_while_selling(
+            service,
+            listing,
+            9,
+            expected=START_QUANTITY,
+            sell=lambda: service.simulator.place_order(listing.id),
+        )
+    assert service.simulator.quantity_of(listing.id) == 9
+    monkeypatch.setattr(UpdateSender, "reserve", reserve)
+
+    polled = await service.app.state.container.watcher.poll()
+
+    assert polled is not None and polled.compensated_lines == 1
+    assert service.simulator.quantity_of(listing.id) == 9 - 1
+    assert (await stock_row(service.engine, listing.variation_id))["listed_stock"] == 9 - 1
 
 
 async def test_twenty_concurrent_sets_expecting_the_same_quantity_apply_once(
