@@ -8,8 +8,9 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TextIO
 
 import httpx
@@ -218,23 +219,39 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if not args.demo:
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None)
         return 0
-    from simulator.demo import demo_settings, running_demo_simulator, seed_demo_database
+    from simulator.demo import running_demo_marketplaces, seed_demo_database
 
-    with running_demo_simulator() as simulator:
-        settings = demo_settings(settings, simulator)
-        # The simulator's uvicorn has just set uvicorn's loggers its own way: take them back,
-        # and keep its access lines (Back Market's side, from its thread) out of the service's.
+    with running_demo_marketplaces(settings) as demo:
+        settings = demo.settings
+        # The simulators' uvicorn has just set uvicorn's loggers its own way: take them back,
+        # and keep their access lines (the marketplaces' side, from their threads) out of the
+        # service's.
         configure_logging(settings)
         logging.getLogger("uvicorn.access").addFilter(_OnlyMainThread())
-        asyncio.run(seed_demo_database(settings, simulator))
+        asyncio.run(
+            _prepare_demo(settings, seed=partial(seed_demo_database, simulator=demo.backmarket))
+        )
         print(
-            f"demo: Back Market simulator at {simulator.base_url}; try\n"
-            f"  curl -X POST 'http://{args.host}:{args.port}/sync/bulk?wait=true'\n"
-            f"  curl 'http://{args.host}:{args.port}/variations/1/quantity'",
+            "demo: " + "\n      ".join(demo.where) + "\n"
+            f"  status page: http://{args.host}:{args.port}/\n"
+            f"  curl -X POST 'http://{args.host}:{args.port}/sync/bulk?wait=true' "
+            "-H 'Content-Type: application/json' -d '{\"marketplace_id\": 4}'\n"
+            f"  curl 'http://{args.host}:{args.port}/variations/1/quantity?marketplace_id=4'",
             flush=True,
         )
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None)
     return 0
+
+
+async def _prepare_demo(settings: Settings, *, seed: Callable[[Settings], Awaitable[int]]) -> None:
+    """Seed the demo database, then sync every marketplace once, so the status page opens on
+    synced stock."""
+    await seed(settings)
+    for config in settings.marketplace_settings():
+        run = await sync_once(
+            settings, SyncOptions(marketplace_id=config.id, trigger=RunTrigger.CLI)
+        )
+        log.info("demo: marketplace %d synced: %s", config.id, run.summary)
 
 
 class _OnlyMainThread(logging.Filter):
