@@ -334,13 +334,21 @@ class IdempotencyKey(SQLModel, table=True):
 
 
 class ListingUpdateBudget(SQLModel, table=True):
-    """One row per listing update sent to Back Market: the shared rolling-hour budget."""
+    """One row per listing update sent to a marketplace: each account's rolling-hour budget,
+    shared by every process."""
 
     __tablename__ = "backmarket_listing_updates"
+    __table_args__ = (
+        sa.Index("ix_backmarket_listing_updates_marketplace_sent", "marketplace_id", "sent_at"),
+    )
 
     id: int | None = Field(default=None, sa_column=sa.Column(BigId, primary_key=True))
     sent_at: datetime = Field(sa_column=sa.Column(PreciseTime, nullable=False, index=True))
     listing_ref: str = Field(sa_column=sa.Column(sa.String(255), nullable=False))
+    # Rows from before marketplaces were told apart were all Back Market's, marketplace 1.
+    marketplace_id: int = Field(
+        default=1, sa_column=sa.Column(sa.Integer, nullable=False, server_default="1")
+    )
 
 
 class OrderWatch(SQLModel, table=True):
@@ -366,15 +374,21 @@ class OrderWatch(SQLModel, table=True):
 
 
 class OrderLineSeen(SQLModel, table=True):
-    """Each Back Market order line the service has acted on, so a repeat is harmless.
+    """Each marketplace order line the service has acted on, so a repeat is harmless.
 
     `compensated_at` is set once the line's units were subtracted again because an addition
-    in flight had overwritten the sale: by add-quantity itself or, for a line Back Market
-    showed only later, by the watcher. The primary key makes that happen at most once.
+    in flight had overwritten the sale: by add-quantity itself or, for a line the marketplace
+    showed only later, by the watcher. The primary key makes that happen at most once; it is
+    per marketplace, whose line ids are their own.
     """
 
     __tablename__ = "backmarket_order_lines"
 
+    # Lines recorded before marketplaces were told apart were all Back Market's, marketplace 1.
+    marketplace_id: int = Field(
+        default=1,
+        sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=False, server_default="1"),
+    )
     line_id: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False))
     order_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, index=True))
     listing_id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))

@@ -2,6 +2,8 @@
 
 Shared by the orders watcher and add-quantity, so that a repeated poll is harmless and each
 sale overwritten by an addition is subtracted again exactly once, by whichever sees it first.
+Everything here is per marketplace: line ids are each marketplace's own, and an addition on
+one marketplace overwrote that marketplace's sales only.
 """
 
 from __future__ import annotations
@@ -77,7 +79,10 @@ async def variations_of_lines(
 
 
 async def new_events(
-    conn: AsyncConnection, lines: Sequence[tuple[OrderLine, datetime | None]]
+    conn: AsyncConnection,
+    lines: Sequence[tuple[OrderLine, datetime | None]],
+    *,
+    marketplace_id: int,
 ) -> list[tuple[OrderLine, datetime | None]]:
     """The lines not recorded yet, or recorded in another state (a cancellation, a refund)."""
     if not lines:
@@ -87,7 +92,8 @@ async def new_events(
     for start in range(0, len(ids), 1000):
         rows = await conn.execute(
             sa.select(line_table.c.line_id, line_table.c.state).where(
-                line_table.c.line_id.in_(ids[start : start + 1000])
+                line_table.c.marketplace_id == marketplace_id,
+                line_table.c.line_id.in_(ids[start : start + 1000]),
             )
         )
         known.update({line_id: state for line_id, state in rows})
@@ -102,6 +108,7 @@ async def record_lines(
     conn: AsyncConnection,
     events: Sequence[LineEvent],
     *,
+    marketplace_id: int,
     seen_at: datetime,
 ) -> None:
     """Insert new lines and update the state of known ones; compensation marks are kept."""
@@ -110,17 +117,28 @@ async def record_lines(
     ids = [event.line.id for event in events]
     existing = set(
         (
-            await conn.execute(sa.select(line_table.c.line_id).where(line_table.c.line_id.in_(ids)))
+            await conn.execute(
+                sa.select(line_table.c.line_id).where(
+                    line_table.c.marketplace_id == marketplace_id, line_table.c.line_id.in_(ids)
+                )
+            )
         ).scalars()
     )
-    inserts = [_row(event, seen_at=seen_at) for event in events if event.line.id not in existing]
+    inserts = [
+        _row(event, marketplace_id=marketplace_id, seen_at=seen_at)
+        for event in events
+        if event.line.id not in existing
+    ]
     if inserts:
         await conn.execute(sa.insert(line_table), inserts)
     for event in events:
         if event.line.id in existing:
             await conn.execute(
                 sa.update(line_table)
-                .where(line_table.c.line_id == event.line.id)
+                .where(
+                    line_table.c.marketplace_id == marketplace_id,
+                    line_table.c.line_id == event.line.id,
+                )
                 .values(
                     state=event.line.state,
                     order_modified_at=event.order_modified_at,
@@ -129,9 +147,10 @@ async def record_lines(
             )
 
 
-def _row(event: LineEvent, *, seen_at: datetime) -> dict[str, object]:
+def _row(event: LineEvent, *, marketplace_id: int, seen_at: datetime) -> dict[str, object]:
     line = event.line
     return {
+        "marketplace_id": marketplace_id,
         "line_id": line.id,
         "order_id": line.order_id,
         "listing_id": line.listing_id,
@@ -149,6 +168,7 @@ async def claim_for_compensation(
     conn: AsyncConnection,
     events: Sequence[LineEvent],
     *,
+    marketplace_id: int,
     by: str,
     at: datetime,
 ) -> list[LineEvent]:
@@ -157,12 +177,16 @@ async def claim_for_compensation(
     The conditional UPDATE is what makes a line's units subtracted at most once, whichever of
     add-quantity and the watcher gets there first.
     """
-    await record_lines(conn, events, seen_at=at)
+    await record_lines(conn, events, marketplace_id=marketplace_id, seen_at=at)
     claimed: list[LineEvent] = []
     for event in events:
         result = await conn.execute(
             sa.update(line_table)
-            .where(line_table.c.line_id == event.line.id, line_table.c.compensated_at.is_(None))
+            .where(
+                line_table.c.marketplace_id == marketplace_id,
+                line_table.c.line_id == event.line.id,
+                line_table.c.compensated_at.is_(None),
+            )
             .values(compensated_at=at, compensated_by=by)
         )
         if result.rowcount == 1:
@@ -170,39 +194,55 @@ async def claim_for_compensation(
     return claimed
 
 
-async def settle_claims(conn: AsyncConnection, line_ids: Sequence[int], *, by: str) -> None:
+async def settle_claims(
+    conn: AsyncConnection, line_ids: Sequence[int], *, marketplace_id: int, by: str
+) -> None:
     """The subtraction of claimed lines was sent and answered: they are compensated `by`."""
     if line_ids:
         await conn.execute(
             sa.update(line_table)
-            .where(line_table.c.line_id.in_(list(line_ids)))
+            .where(
+                line_table.c.marketplace_id == marketplace_id,
+                line_table.c.line_id.in_(list(line_ids)),
+            )
             .values(compensated_by=by)
         )
 
 
-async def release_unsettled_claims(conn: AsyncConnection, *, by: str) -> list[int]:
-    """Give back the lines still claimed `by` a subtraction that never settled them (it failed,
-    was cancelled, or its process died, and the database may have been gone for the release).
-    Only for a claimer that runs one at a time, called before it claims again."""
+async def release_unsettled_claims(
+    conn: AsyncConnection, *, marketplace_id: int, by: str
+) -> list[int]:
+    """Give back the marketplace's lines still claimed `by` a subtraction that never settled
+    them (it failed, was cancelled, or its process died, and the database may have been gone for
+    the release). Only for a claimer that runs one at a time per marketplace, called before it
+    claims again: another marketplace's claims may be in flight."""
     line_ids = list(
         (
             await conn.execute(
                 sa.select(line_table.c.line_id)
-                .where(line_table.c.compensated_by == by)
+                .where(
+                    line_table.c.marketplace_id == marketplace_id,
+                    line_table.c.compensated_by == by,
+                )
                 .order_by(line_table.c.line_id)
             )
         ).scalars()
     )
-    await release_claims(conn, line_ids)
+    await release_claims(conn, line_ids, marketplace_id=marketplace_id)
     return line_ids
 
 
-async def release_claims(conn: AsyncConnection, line_ids: Sequence[int]) -> None:
+async def release_claims(
+    conn: AsyncConnection, line_ids: Sequence[int], *, marketplace_id: int
+) -> None:
     """The subtraction was not sent: the lines wait for the next chance."""
     if line_ids:
         await conn.execute(
             sa.update(line_table)
-            .where(line_table.c.line_id.in_(list(line_ids)))
+            .where(
+                line_table.c.marketplace_id == marketplace_id,
+                line_table.c.line_id.in_(list(line_ids)),
+            )
             .values(compensated_at=None, compensated_by=None)
         )
 
@@ -241,16 +281,18 @@ async def forget_old_additions(conn: AsyncConnection, *, now: datetime) -> None:
     )
 
 
-async def inside_additions(conn: AsyncConnection) -> list[LineEvent]:
-    """Order lines not compensated yet that were created inside an addition's window of their
-    variation: the addition's write may have undone their sale. Asked on every poll, so a
-    subtraction that failed is tried again."""
+async def inside_additions(conn: AsyncConnection, *, marketplace_id: int) -> list[LineEvent]:
+    """The marketplace's order lines not compensated yet that were created inside an addition's
+    window of their variation on that marketplace: the addition's write may have undone their
+    sale. Asked on every poll, so a subtraction that failed is tried again."""
     rows = (
         await conn.execute(
             sa.select(line_table)
             .where(
+                line_table.c.marketplace_id == marketplace_id,
                 line_table.c.compensated_at.is_(None),
                 sa.exists().where(
+                    addition_table.c.marketplace_id == marketplace_id,
                     addition_table.c.variation_id == line_table.c.variation_id,
                     addition_table.c.window_start <= line_table.c.created_at,
                     addition_table.c.window_end >= line_table.c.created_at,

@@ -82,7 +82,9 @@ async def read_status_page(
         request_budget=snapshot,
         request_budget_by_kind=_use_by_kind(snapshot),
         request_budget_paused_seconds=marketplace.paused_for(),
-        update_budget=await budget_status(ctx.engine, limit=marketplace.updates_per_hour),
+        update_budget=await budget_status(
+            ctx.engine, marketplace_id=marketplace.id, limit=marketplace.updates_per_hour
+        ),
         variation=None
         if variation_id is None
         else await read_variation_stock(ctx.engine, variation_id=variation_id),

@@ -96,7 +96,7 @@ async def test_retry_after_is_the_time_until_the_oldest_update_leaves_the_hour(
     await insert_sent_updates(engine, count=1, ago=timedelta(minutes=59))
 
     with pytest.raises(update_budget.BudgetExhausted) as refused:
-        await update_budget.reserve_update(engine, limit=1, listing_ref="x")
+        await update_budget.reserve_update(engine, marketplace_id=1, limit=1, listing_ref="x")
 
     # About 60 s: the row leaves the window one hour after it was sent.
     assert 50 <= refused.value.retry_after <= 61
@@ -104,7 +104,10 @@ async def test_retry_after_is_the_time_until_the_oldest_update_leaves_the_hour(
 
 async def test_concurrent_reservations_never_exceed_the_limit(engine: AsyncEngine) -> None:
     outcomes = await asyncio.gather(
-        *(update_budget.reserve_update(engine, limit=7, listing_ref=f"l{n}") for n in range(20)),
+        *(
+            update_budget.reserve_update(engine, marketplace_id=1, limit=7, listing_ref=f"l{n}")
+            for n in range(20)
+        ),
         return_exceptions=True,
     )
 
@@ -115,17 +118,19 @@ async def test_concurrent_reservations_never_exceed_the_limit(engine: AsyncEngin
 
 
 async def test_a_released_reservation_frees_its_slot(engine: AsyncEngine) -> None:
-    reservation = await update_budget.reserve_update(engine, limit=1, listing_ref="x")
+    reservation = await update_budget.reserve_update(
+        engine, marketplace_id=1, limit=1, listing_ref="x"
+    )
 
     await update_budget.release_update(engine, reservation)
 
-    assert await update_budget.reserve_update(engine, limit=1, listing_ref="y")
+    assert await update_budget.reserve_update(engine, marketplace_id=1, limit=1, listing_ref="y")
 
 
 async def test_budget_status_reports_use_and_wait(engine: AsyncEngine) -> None:
     await insert_sent_updates(engine, count=3, ago=timedelta(minutes=30))
 
-    status = await update_budget.budget_status(engine, limit=3)
+    status = await update_budget.budget_status(engine, marketplace_id=1, limit=3)
 
     assert (status.used, status.remaining) == (3, 0)
     assert 1_700 <= status.retry_after <= 1_801

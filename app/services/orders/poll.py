@@ -118,6 +118,14 @@ def _succeeded_within(watch: sa.Row[tuple[object, ...]] | None, window: timedelt
     return datetime.now(UTC) - last.at < window
 
 
+def _subtraction_key(marketplace_id: int, line_ids: Sequence[int]) -> str:
+    """The Idempotency-Key of the watcher's subtraction of these lines. Keys are global and line
+    ids per marketplace, so any marketplace but 1 (whose keys stay as they were) is named."""
+    scope = "" if marketplace_id == FIRST_MARKETPLACE_ID else f"{marketplace_id}:"
+    key = f"order-sync:{scope}" + ",".join(str(line_id) for line_id in line_ids)
+    return key[:255]
+
+
 @dataclass(frozen=True, slots=True)
 class _Target:
     variation_id: int
@@ -151,7 +159,9 @@ class _Poll:
             listings = await self._read_listings(targets)
             async with transaction(self.ctx.engine) as conn:
                 await self._write(conn, targets, listings, cutoff=cutoff)
-                await sales.record_lines(conn, events, seen_at=self.outcome.at)
+                await sales.record_lines(
+                    conn, events, marketplace_id=self.marketplace.id, seen_at=self.outcome.at
+                )
                 await sales.forget_old_additions(conn, now=cutoff)
                 await status.save_poll(
                     conn,
@@ -203,7 +213,7 @@ class _Poll:
         conn: AsyncConnection,
         lines: list[tuple[mp.OrderLine, datetime | None]],
     ) -> list[sales.LineEvent]:
-        fresh = await sales.new_events(conn, lines)
+        fresh = await sales.new_events(conn, lines, marketplace_id=self.marketplace.id)
         variations = await sales.variations_of_lines(
             conn,
             [line for line, _ in fresh],
@@ -321,8 +331,10 @@ class _Poll:
         twice.
         """
         async with transaction(self.ctx.engine) as conn:
-            released = await sales.release_unsettled_claims(conn, by=WATCHER_CLAIM)
-            pending = await sales.inside_additions(conn)
+            released = await sales.release_unsettled_claims(
+                conn, marketplace_id=self.marketplace.id, by=WATCHER_CLAIM
+            )
+            pending = await sales.inside_additions(conn, marketplace_id=self.marketplace.id)
         if released:
             log.warning(
                 "orders poll: order lines %s were claimed by a subtraction that did not finish; "
@@ -336,20 +348,24 @@ class _Poll:
         for variation_id, events in by_variation.items():
             async with transaction(self.ctx.engine) as conn:
                 claimed = await sales.claim_for_compensation(
-                    conn, events, by=WATCHER_CLAIM, at=utcnow()
+                    conn,
+                    events,
+                    marketplace_id=self.marketplace.id,
+                    by=WATCHER_CLAIM,
+                    at=utcnow(),
                 )
             if not claimed:
                 continue
             line_ids = [event.line.id for event in claimed]
             units = sum(event.line.quantity for event in claimed)
-            key = "order-sync:" + ",".join(str(line_id) for line_id in line_ids)
+            key = _subtraction_key(self.marketplace.id, line_ids)
             try:
                 await add_quantity(
                     self.ctx,
                     marketplace_id=self.marketplace.id,
                     variation_id=variation_id,
                     quantity=-units,
-                    idempotency_key=key[:255],
+                    idempotency_key=key,
                     floor_at_zero=True,
                 )
             except Exception as exc:
@@ -362,7 +378,12 @@ class _Poll:
                 )
                 continue
             async with transaction(self.ctx.engine) as conn:
-                await sales.settle_claims(conn, line_ids, by=COMPENSATED_BY_WATCHER)
+                await sales.settle_claims(
+                    conn,
+                    line_ids,
+                    marketplace_id=self.marketplace.id,
+                    by=COMPENSATED_BY_WATCHER,
+                )
             self.outcome.compensated_lines += len(claimed)
             log.warning(
                 "orders poll: subtracted %d unit(s) of variation %d sold during an addition "

@@ -129,6 +129,7 @@ class Addition(Generic[ResultT]):
                 conn,
                 found or [],
                 variation_id=self.variation.id,
+                marketplace_id=self.marketplace_id,
                 window=window,
                 at=utcnow(),
                 by=self.change.change_type.value,

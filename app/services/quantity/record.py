@@ -42,7 +42,7 @@ class AdditionRecorder(Generic[ResultT]):
 
         async def write(conn: AsyncConnection) -> None:
             await self._window(conn, window, added=added)
-            await sales.release_claims(conn, released)
+            await sales.release_claims(conn, released, marketplace_id=self.marketplace_id)
 
         await in_transaction(self.ctx.engine, write)
 
@@ -92,7 +92,7 @@ class AdditionRecorder(Generic[ResultT]):
             if window is not None:
                 await self._window(conn, window, added=target - previous)
             # A subtraction that was not sent: its lines wait for the watcher, inside the window.
-            await sales.release_claims(conn, released)
+            await sales.release_claims(conn, released, marketplace_id=self.marketplace_id)
             stored = await read_stored(
                 conn, variation_id=self.variation.id, marketplace_id=self.marketplace_id
             )

@@ -38,6 +38,7 @@ class UpdateSender:
         try:
             return await update_budget.reserve_update(
                 self.ctx.engine,
+                marketplace_id=self.marketplace.id,
                 limit=self.marketplace.updates_per_hour,
                 listing_ref=self.listing_ref,
             )

@@ -124,6 +124,7 @@ async def claim_sold_lines(
     found: Sequence[SoldLine],
     *,
     variation_id: int,
+    marketplace_id: int,
     window: SaleWindow,
     at: datetime,
     by: str,
@@ -137,9 +138,13 @@ async def claim_sold_lines(
     """
     inside = [sold for sold in found if _created_inside(sold.line, window)]
     later = [sold for sold in found if sold.line.created_at and sold.line.created_at > window.end]
-    claimed = await _claim(conn, inside, variation_id=variation_id, at=at, by=by)
+    claimed = await _claim(
+        conn, inside, variation_id=variation_id, marketplace_id=marketplace_id, at=at, by=by
+    )
     if claimed:
-        claimed += await _claim(conn, later, variation_id=variation_id, at=at, by=by)
+        claimed += await _claim(
+            conn, later, variation_id=variation_id, marketplace_id=marketplace_id, at=at, by=by
+        )
     return claimed
 
 
@@ -149,7 +154,13 @@ def _created_inside(line: mp.OrderLine, window: SaleWindow) -> bool:
 
 
 async def _claim(
-    conn: AsyncConnection, found: Sequence[SoldLine], *, variation_id: int, at: datetime, by: str
+    conn: AsyncConnection,
+    found: Sequence[SoldLine],
+    *,
+    variation_id: int,
+    marketplace_id: int,
+    at: datetime,
+    by: str,
 ) -> list[mp.OrderLine]:
     if not found:
         return []
@@ -159,7 +170,9 @@ async def _claim(
         )
         for sold in found
     ]
-    claimed = await sales.claim_for_compensation(conn, events, by=by, at=at)
+    claimed = await sales.claim_for_compensation(
+        conn, events, marketplace_id=marketplace_id, by=by, at=at
+    )
     return [event.line for event in claimed]
 
 
