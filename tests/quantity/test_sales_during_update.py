@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.services import backmarket as bm
+from app.services import marketplace as mp
 from app.services import sales
 from app.services.orders import poll as poll_module
 from app.services.quantity import add_quantity
@@ -446,19 +447,41 @@ async def test_a_removal_floored_at_zero_removes_what_there_is(
     assert await listed_stock(service, listing) == 0
 
 
-def line(*, listing_id: int | None, sku: str | None) -> bm.OrderLine:
+def line(
+    *, listing_id: int | None, sku: str | None, listing_ref: str | None = None
+) -> bm.OrderLine:
     return bm.OrderLine(
-        id=1, order_id=1, listing_id=listing_id, sku=sku, quantity=1, state=1, created_at=None
+        id=1,
+        order_id=1,
+        listing_id=listing_id,
+        sku=sku,
+        quantity=1,
+        state=1,
+        created_at=None,
+        listing_ref=listing_ref,
     )
 
 
 def test_an_order_line_names_its_listing_by_id_else_by_sku() -> None:
-    identity = ListingIdentity(listing_id=100140, skus=frozenset({"TEST-101"}))
+    identity = ListingIdentity(
+        listing_id=100140, reference="uuid-100140", skus=frozenset({"TEST-101"})
+    )
 
     assert identity.owns(line(listing_id=100140, sku="OTHER"))
     assert not identity.owns(line(listing_id=100147, sku="TEST-101"))
     assert identity.owns(line(listing_id=None, sku="TEST-101"))
     assert not identity.owns(line(listing_id=None, sku="OTHER"))
+
+
+def test_a_refurbed_order_item_names_its_offer_by_the_offer_id_else_by_sku() -> None:
+    """Refurbed has no integer listing id: an item's `offer_data.offer_id` is the offer's id."""
+    offer = mp.Listing(id="8001", sku="SKU-1", quantity=3)
+    identity = ListingIdentity.of(offer, variation_sku="SKU-1", reference_id=None)
+
+    assert identity.owns(line(listing_id=None, sku=None, listing_ref="8001"))
+    assert not identity.owns(line(listing_id=None, sku="SKU-1", listing_ref="8002"))
+    assert identity.owns(line(listing_id=None, sku="SKU-1"))
+    assert not identity.owns(line(listing_id=None, sku="SKU-2"))
 
 
 async def test_an_addition_without_answer_leaves_the_sale_made_during_it_to_the_watcher(

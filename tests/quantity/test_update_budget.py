@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import database_now
+from app.db import database_now, is_mysql
 from app.models import ListingUpdateBudget, table_of
 from app.services.quantity import update_budget
 from tests.quantity.support import (
@@ -35,12 +35,17 @@ def settings_overrides() -> dict[str, Any]:
     }
 
 
-async def insert_sent_updates(engine: AsyncEngine, *, count: int, ago: timedelta) -> None:
+async def insert_sent_updates(
+    engine: AsyncEngine, *, count: int, ago: timedelta, marketplace_id: int = 1
+) -> None:
     async with engine.begin() as conn:
         now = await database_now(conn)
         await conn.execute(
             sa.insert(updates_table),
-            [{"sent_at": now - ago, "listing_ref": "elsewhere"} for _ in range(count)],
+            [
+                {"sent_at": now - ago, "listing_ref": "elsewhere", "marketplace_id": marketplace_id}
+                for _ in range(count)
+            ],
         )
 
 
@@ -134,3 +139,50 @@ async def test_budget_status_reports_use_and_wait(engine: AsyncEngine) -> None:
 
     assert (status.used, status.remaining) == (3, 0)
     assert 1_700 <= status.retry_after <= 1_801
+
+
+@pytest.mark.parametrize(("spent", "other"), [(4, 1), (1, 4)])
+async def test_one_accounts_spent_budget_does_not_refuse_another_accounts_update(
+    engine: AsyncEngine, spent: int, other: int
+) -> None:
+    await insert_sent_updates(engine, count=2, ago=timedelta(minutes=5), marketplace_id=spent)
+
+    assert await update_budget.reserve_update(
+        engine, marketplace_id=other, limit=2, listing_ref="x"
+    )
+    with pytest.raises(update_budget.BudgetExhausted):
+        await update_budget.reserve_update(engine, marketplace_id=spent, limit=2, listing_ref="y")
+    assert (await update_budget.budget_status(engine, marketplace_id=other, limit=2)).used == 1
+    assert (await update_budget.budget_status(engine, marketplace_id=spent, limit=2)).used == 2
+
+
+async def test_one_accounts_budget_lock_does_not_hold_up_another_accounts_reservation(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Marketplace 4's reservation stuck inside its budget lock (MySQL/MariaDB's GET_LOCK)."""
+    if not is_mysql(engine):
+        pytest.skip("SQLite serialises every writer with BEGIN IMMEDIATE: no named lock")
+    monkeypatch.setattr(update_budget, "BUDGET_LOCK_TIMEOUT_SECONDS", 1)
+    entered, release = asyncio.Event(), asyncio.Event()
+    count = update_budget._window_usage
+
+    async def stuck_on_marketplace_4(
+        conn: Any, *, marketplace_id: int, now: Any
+    ) -> tuple[int, Any]:
+        if marketplace_id == 4:
+            entered.set()
+            await release.wait()
+        return await count(conn, marketplace_id=marketplace_id, now=now)
+
+    monkeypatch.setattr(update_budget, "_window_usage", stuck_on_marketplace_4)
+    stuck = asyncio.create_task(
+        update_budget.reserve_update(engine, marketplace_id=4, limit=5, listing_ref="y")
+    )
+    await asyncio.wait_for(entered.wait(), timeout=10)
+    try:
+        assert await update_budget.reserve_update(
+            engine, marketplace_id=1, limit=5, listing_ref="x"
+        )
+    finally:
+        release.set()
+    assert await stuck

@@ -19,6 +19,7 @@ from typing import Generic
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.config import FIRST_MARKETPLACE_ID
 from app.db import in_transaction
 from app.errors import Conflict, DomainError, UpstreamOutcomeUnknown
 from app.models import utcnow
@@ -118,7 +119,12 @@ class Addition(Generic[ResultT]):
     ) -> ResultT:
         """Claim the sales the update overwrote and subtract them; record the outcome."""
         identity = sold_during.ListingIdentity.of(
-            answered, variation_sku=self.variation_sku, reference_id=self.variation.reference_id
+            answered,
+            variation_sku=self.variation_sku,
+            # The variation's reference is marketplace 1's listing id, no other marketplace's.
+            reference_id=(
+                self.variation.reference_id if self.marketplace_id == FIRST_MARKETPLACE_ID else None
+            ),
         )
         found = await sold_during.read_sold_lines(
             self.marketplace, identity=identity, window=window

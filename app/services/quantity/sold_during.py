@@ -68,24 +68,29 @@ class SoldLine:
 
 @dataclass(frozen=True, slots=True)
 class ListingIdentity:
-    """What an order line names a listing by: its integer id, else its SKU."""
+    """What an order line names a listing by: Back Market's integer id, else the listing's own
+    id (a Refurbed offer id), else its SKU."""
 
     listing_id: int | None
+    reference: str
     skus: frozenset[str]
 
     @classmethod
     def of(
         cls, listing: mp.Listing, *, variation_sku: str | None, reference_id: str | None
     ) -> ListingIdentity:
+        """`reference_id`: the variation's Back Market listing id, only for marketplace 1."""
         listing_id = listing.listing_id
         if listing_id is None and reference_id and reference_id.strip().isdigit():
             listing_id = int(reference_id.strip())
         skus = frozenset(sku for sku in (listing.sku, variation_sku) if sku)
-        return cls(listing_id=listing_id, skus=skus)
+        return cls(listing_id=listing_id, reference=listing.id, skus=skus)
 
     def owns(self, line: mp.OrderLine) -> bool:
         if line.listing_id is not None and self.listing_id is not None:
             return line.listing_id == self.listing_id
+        if line.listing_id is None and self.listing_id is None and line.listing_ref:
+            return line.listing_ref == self.reference
         return line.sku is not None and line.sku in self.skus
 
 
