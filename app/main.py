@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,15 +20,21 @@ from app.wiring import open_container, start_background, stop_background
 
 
 def create_app(
-    settings: Settings | None = None, *, backmarket_http: httpx.AsyncClient | None = None
+    settings: Settings | None = None,
+    *,
+    backmarket_http: httpx.AsyncClient | None = None,
+    marketplace_http: Mapping[int, httpx.AsyncClient] | None = None,
 ) -> FastAPI:
-    """`backmarket_http` lets tests and the demo hand in a client bound to the simulator."""
+    """`backmarket_http` (marketplace 1) and `marketplace_http` (any other, by id) let tests and
+    the demo hand in clients bound to simulators."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         reroute_library_loggers()
-        async with open_container(settings, backmarket_http=backmarket_http) as container:
+        async with open_container(
+            settings, backmarket_http=backmarket_http, marketplace_http=marketplace_http
+        ) as container:
             app.state.container = container
             await start_background(container)
             try:

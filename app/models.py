@@ -80,6 +80,11 @@ class Marketplace(SQLModel, table=True):
 
     id: int | None = Field(default=None, sa_column=sa.Column(UnsignedBigId, primary_key=True))
     name: str = Field(sa_column=sa.Column(sa.String(255), nullable=False, unique=True))
+    # 0: no scheduled sync, no orders watcher and no API-started bulk sync for this marketplace
+    # (the seed's column; read when a sync or poll is due).
+    sync_enabled: bool = Field(
+        default=True, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.text("1"))
+    )
     created_at: datetime | None = Field(
         default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True)
     )

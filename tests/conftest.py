@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ from hypothesis import settings as hypothesis_settings
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.config import Settings
+from app.config import MarketplaceVariables, Settings
 from app.db import create_engine
 from app.migrate import run_migrations
 from simulator.app import create_simulator_app
@@ -220,21 +220,79 @@ async def service(
         yield harness
 
 
+# A second Back Market account (say, the US platform), configured beside marketplace 1.
+SECOND_ACCOUNT = 7
+
+
+@dataclass
+class TwoAccounts:
+    """The service with marketplace 1 on `service.simulator` and marketplace 7, a second Back
+    Market account, on a simulator of its own (`second`)."""
+
+    service: ServiceHarness
+    second: Any
+
+
+@pytest.fixture
+def second_simulator_app() -> FastAPI:
+    return create_simulator_app(SimulatorConfig(listings=60, seed=11))
+
+
+@pytest.fixture
+async def two_accounts(
+    engine: AsyncEngine,
+    make_settings: Callable[..., Settings],
+    settings_overrides: dict[str, Any],
+    simulator_app: FastAPI,
+    second_simulator_app: FastAPI,
+) -> AsyncIterator[TwoAccounts]:
+    settings = make_settings(
+        **settings_overrides,
+        marketplaces={
+            SECOND_ACCOUNT: MarketplaceVariables(
+                kind="backmarket",
+                token="sim-token",
+                base_url="http://bm-us.test",
+                requests_per_10s=10_000,
+            )
+        },
+    )
+    async with running_harness(
+        settings,
+        httpx.ASGITransport(app=simulator_app),
+        simulator_app,
+        marketplace_transports={SECOND_ACCOUNT: httpx.ASGITransport(app=second_simulator_app)},
+    ) as harness:
+        yield TwoAccounts(service=harness, second=second_simulator_app.state.sim)
+
+
 @asynccontextmanager
 async def running_harness(
-    settings: Settings, backmarket_transport: httpx.AsyncBaseTransport, simulator_app: FastAPI
+    settings: Settings,
+    backmarket_transport: httpx.AsyncBaseTransport,
+    simulator_app: FastAPI,
+    *,
+    marketplace_transports: Mapping[int, httpx.AsyncBaseTransport] | None = None,
 ) -> AsyncIterator[ServiceHarness]:
-    """The app with its lifespan, its Back Market client sent through `backmarket_transport`."""
+    """The app with its lifespan, its Back Market client sent through `backmarket_transport`
+    and any other configured marketplace's through `marketplace_transports` (by id)."""
     from app.main import create_app
 
     backmarket_http = httpx.AsyncClient(
         transport=backmarket_transport, base_url=settings.backmarket_base_url
     )
-    app = create_app(settings, backmarket_http=backmarket_http)
+    bases = {config.id: config.base_url for config in settings.marketplace_settings()}
+    marketplace_http = {
+        marketplace_id: httpx.AsyncClient(transport=transport, base_url=bases[marketplace_id])
+        for marketplace_id, transport in (marketplace_transports or {}).items()
+    }
+    app = create_app(settings, backmarket_http=backmarket_http, marketplace_http=marketplace_http)
     async with LifespanManager(app):
         # Tests assert behaviour, never timing: retries go at once.
-        app.state.container.ctx.marketplaces.get(1).client.backoff_base_seconds = 0.0
-        app.state.container.ctx.marketplaces.get(1).client.backoff_cap_seconds = 0.0
+        for adapter in app.state.container.ctx.marketplaces:
+            if adapter.kind == "backmarket":
+                adapter.client.backoff_base_seconds = 0.0
+                adapter.client.backoff_cap_seconds = 0.0
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://stock-sync.test"
         ) as http:
@@ -246,3 +304,5 @@ async def running_harness(
                 simulator=simulator_app.state.sim,
             )
     await backmarket_http.aclose()
+    for http in marketplace_http.values():
+        await http.aclose()

@@ -73,16 +73,17 @@ async def test_time_waited_on_the_request_budget_is_exported_by_kind_of_call(
     assert refreshed.status_code == 200
 
     def waits(samples: dict[Any, float], kind: str) -> float:
-        return value(samples, "backmarket_budget_wait_seconds_count", kind=kind)
+        return value(samples, "backmarket_budget_wait_seconds_count", marketplace_id="1", kind=kind)
 
     # One budget slot per request sent: the pages for the bulk kind, at least one of each other.
     assert waits(after, "bulk") - waits(before, "bulk") == run["api_calls"]
     assert waits(after, "live") - waits(before, "live") >= 1
     assert waits(after, "watcher") - waits(before, "watcher") >= 1
     for kind in ("bulk", "live", "watcher"):
-        waited = value(after, "backmarket_budget_wait_seconds_sum", kind=kind)
-        assert waited >= value(before, "backmarket_budget_wait_seconds_sum", kind=kind)
-        assert value(after, "backmarket_budget_waiting", kind=kind) == 0
+        labels = {"marketplace_id": "1", "kind": kind}
+        waited = value(after, "backmarket_budget_wait_seconds_sum", **labels)
+        assert waited >= value(before, "backmarket_budget_wait_seconds_sum", **labels)
+        assert value(after, "backmarket_budget_waiting", **labels) == 0
 
 
 async def test_the_page_queue_depth_shows_pages_waiting_for_the_writer(
@@ -123,7 +124,7 @@ async def test_watcher_lag_counts_from_the_last_successful_poll_not_a_failed_one
 ) -> None:
     before_any = await scrape(service)
     succeeded = await polled(service)
-    just_after = value(await scrape(service), "orders_watcher_lag_seconds")
+    just_after = value(await scrape(service), "orders_watcher_lag_seconds", marketplace_id="1")
     # Spacing, not a speed claim: lets a lag counted from the failed poll show as too small.
     await asyncio.sleep(0.3)
     service.simulator.fail_next("/ws/orders", count=10, kind="500")
@@ -132,16 +133,18 @@ async def test_watcher_lag_counts_from_the_last_successful_poll_not_a_failed_one
     after_failure = await scrape(service)
     status = (await service.http.get("/sync/orders")).json()
 
-    assert math.isnan(value(before_any, "orders_watcher_lag_seconds"))
+    assert math.isnan(value(before_any, "orders_watcher_lag_seconds", marketplace_id="1"))
     assert succeeded.error is None
     assert 0 <= just_after < 60
     assert failed.error is not None
     assert status["last_poll"]["error"] == failed.error
-    assert value(after_failure, "orders_watcher_lag_seconds") >= 0.3
-    assert status["lag_seconds"] >= value(after_failure, "orders_watcher_lag_seconds")
-    assert value(after_failure, "stock_sync_order_last_poll_timestamp_seconds") == pytest.approx(
-        succeeded.at.timestamp()
+    assert value(after_failure, "orders_watcher_lag_seconds", marketplace_id="1") >= 0.3
+    assert status["lag_seconds"] >= value(
+        after_failure, "orders_watcher_lag_seconds", marketplace_id="1"
     )
+    assert value(
+        after_failure, "stock_sync_order_last_poll_timestamp_seconds", marketplace_id="1"
+    ) == pytest.approx(succeeded.at.timestamp())
 
 
 async def test_watcher_lag_of_a_replica_that_never_saw_a_successful_poll_is_a_number_not_nan(
@@ -154,7 +157,7 @@ async def test_watcher_lag_of_a_replica_that_never_saw_a_successful_poll_is_a_nu
 
     async with another_process(settings, simulator_app) as replica:
         await replica.watcher.update_lag_metric()
-        lag = REGISTRY.get_sample_value("orders_watcher_lag_seconds")
+        lag = REGISTRY.get_sample_value("orders_watcher_lag_seconds", {"marketplace_id": "1"})
         status = await replica.watcher.status()
 
     assert failed.error is not None

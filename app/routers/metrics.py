@@ -17,5 +17,6 @@ router = APIRouter(tags=["metrics"])
 
 @router.get("/metrics")
 async def metrics(container: ContainerDep) -> Response:
-    await container.watcher.update_lag_metric()
+    for watcher in container.watchers.values():
+        await watcher.update_lag_metric()
     return Response(content=generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -25,10 +25,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import FIRST_MARKETPLACE_ID
 from app.deps import ContainerDep
-from app.errors import Conflict, DomainError
+from app.errors import Conflict, DomainError, InvalidRequest
 from app.http_limits import INT_MAX
 from app.models import RunTrigger
 from app.routers import page_format
+from app.services.marketplaces import SyncDisabled
 from app.services.quantity import set_quantity
 from app.services.status_page import read_status_page
 from app.services.sync import SyncOptions
@@ -72,9 +73,11 @@ async def status_page(request: Request, container: ContainerDep) -> Response:
     try:
         page = await read_status_page(
             container.ctx,
-            marketplace=container.ctx.marketplaces.get(FIRST_MARKETPLACE_ID),
-            watcher=container.watcher,
-            schedule=container.scheduler.info(),
+            watchers=container.watchers,
+            schedules={
+                marketplace_id: scheduler.info()
+                for marketplace_id, scheduler in container.schedulers.items()
+            },
             variation_id=variation_id,
         )
     except SQLAlchemyError as exc:
@@ -100,7 +103,7 @@ async def status_page(request: Request, container: ContainerDep) -> Response:
             "lookup_invalid": bool(lookup) and variation_id is None,
             "notice": _notice(request) or _set_notice(request),
             "live_quantities": _live_quantities(request),
-            "refresh_seconds": REFRESH_SECONDS if page.running else None,
+            "refresh_seconds": REFRESH_SECONDS if page.syncing else None,
             "refresh_url": refresh_url,
             "login_required": bool(container.settings.api_keys),
             "now": datetime.now(UTC),
@@ -110,17 +113,25 @@ async def status_page(request: Request, container: ContainerDep) -> Response:
 
 @router.post("/status/sync")
 async def start_sync_from_page(request: Request, container: ContainerDep) -> Response:
-    """Start a bulk sync of Back Market's marketplace in the background, then back to the page."""
+    """Start a bulk sync of the form's marketplace (`marketplace_id`, 1 when absent) in the
+    background, then back to the page."""
     form = await _form(request)
     if not _signed_in(request, container.settings.api_keys):
         return _login_page(request, message="Sign in first.")
     if not _csrf_ok(request, form):
         return _csrf_refused(request)
-    options = SyncOptions(marketplace_id=FIRST_MARKETPLACE_ID, trigger=RunTrigger.API)
+    marketplace_id = _positive_int(form.get("marketplace_id", str(FIRST_MARKETPLACE_ID)))
+    if marketplace_id is None or marketplace_id not in container.ctx.marketplaces:
+        return _see_other("/?" + urlencode({"unknown": form.get("marketplace_id", "")[:20]}))
+    options = SyncOptions(marketplace_id=marketplace_id, trigger=RunTrigger.API)
     try:
         started, _task = await container.runner.start(options)
+    except SyncDisabled:
+        return _see_other("/?" + urlencode({"disabled": marketplace_id}))
     except Conflict as busy:
         return _see_other("/?" + urlencode({"busy": busy.extra.get("run_id", "")}))
+    except InvalidRequest:
+        return _see_other("/?" + urlencode({"unknown": marketplace_id}))
     return _see_other("/?" + urlencode({"started": started.id}))
 
 
@@ -298,6 +309,15 @@ def _notice(request: Request) -> tuple[str, str] | None:
         running = _positive_int(request.query_params.get("busy", ""))
         which = f" (run {running})" if running is not None else ""
         return ("warn", f"A bulk sync is already running{which}; no new run was started.")
+    if "disabled" in request.query_params:
+        disabled = _positive_int(request.query_params.get("disabled", ""))
+        return (
+            "warn",
+            f"Bulk sync of marketplace {disabled} is turned off (sync_enabled = 0); "
+            "no run was started.",
+        )
+    if "unknown" in request.query_params:
+        return ("warn", "That marketplace is not configured here; no run was started.")
     return None
 
 

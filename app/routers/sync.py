@@ -13,7 +13,7 @@ from app.deps import ContainerDep, require_json_body
 from app.errors import error_responses
 from app.http_limits import INT_MAX, MAX_BODY_BYTES, MarketplaceId, RunId
 from app.models import RunTrigger
-from app.services.orders import WatcherStatus
+from app.services.orders import MarketplaceWatcherStatus, OrdersWatchersStatus
 from app.services.sync import Run, SyncOptions, runs
 
 router = APIRouter(prefix="/sync", tags=["sync"])
@@ -105,8 +105,16 @@ async def get_schedule(container: ContainerDep) -> dict[str, Any]:
     return container.scheduler.info()
 
 
-@router.get("/orders", response_model=WatcherStatus)
-async def get_orders_watcher(container: ContainerDep) -> WatcherStatus:
-    """The orders watcher: enabled, interval, watermark and its last poll (calls, orders,
-    listings refreshed, error)."""
-    return await container.watcher.status()
+@router.get("/orders", response_model=OrdersWatchersStatus)
+async def get_orders_watcher(container: ContainerDep) -> OrdersWatchersStatus:
+    """The orders watchers: enabled, interval, watermark and last poll (calls, orders, listings
+    refreshed, error) of marketplace 1 at the top level, and of every configured marketplace
+    in `watchers`."""
+    watchers = [
+        MarketplaceWatcherStatus(
+            marketplace_id=marketplace_id, **(await watcher.status()).model_dump()
+        )
+        for marketplace_id, watcher in sorted(container.watchers.items())
+    ]
+    first = next(entry for entry in watchers if entry.marketplace_id == FIRST_MARKETPLACE_ID)
+    return OrdersWatchersStatus(**first.model_dump(exclude={"marketplace_id"}), watchers=watchers)

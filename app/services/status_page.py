@@ -1,9 +1,11 @@
-"""What the status page (`GET /`) shows, gathered from the services that own each part: the runs
-(`sync.runs`), the orders watcher, the schedule, the request budget of the Back Market client,
-the listing-update budget and, when asked, one variation's stock."""
+"""What the status page (`GET /`) shows, gathered from the services that own each part: per
+configured marketplace its running run and last run (`sync.runs`), its schedule, its orders
+watcher, its adapter's request budget and its listing-update budget; the recent runs of every
+marketplace; and, when asked, one variation's stock."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -47,47 +49,93 @@ class CallKindUse:
 
 
 @dataclass(frozen=True, slots=True)
-class StatusPage:
+class MarketplaceStatus:
+    """One configured marketplace: its running sync, last finished run, schedule, watcher and
+    budgets."""
+
+    marketplace_id: int
+    name: str
+    kind: str
+    sync_enabled: bool
     running: RunProgress | None
-    runs: list[Run]
+    last_run: Run | None
+    schedule: dict[str, Any]
     watcher: WatcherStatus
     watcher_late: bool
-    schedule: dict[str, Any]
     request_budget: BudgetSnapshot
     request_budget_by_kind: list[CallKindUse]
     request_budget_paused_seconds: float
     update_budget: BudgetStatus
+
+
+@dataclass(frozen=True, slots=True)
+class StatusPage:
+    marketplaces: list[MarketplaceStatus]
+    runs: list[Run]
     variation: VariationStock | None
+
+    @property
+    def syncing(self) -> bool:
+        return any(marketplace.running is not None for marketplace in self.marketplaces)
 
 
 async def read_status_page(
     ctx: ServiceContext,
     *,
-    marketplace: Marketplace,
-    watcher: OrdersWatcher,
-    schedule: dict[str, Any],
+    watchers: Mapping[int, OrdersWatcher],
+    schedules: Mapping[int, dict[str, Any]],
     variation_id: int | None = None,
     now: datetime | None = None,
 ) -> StatusPage:
+    """Every configured marketplace (by id), the recent runs of all of them, and the variation
+    asked for."""
     now = now or datetime.now(UTC)
-    recent = await runs.list_runs(ctx.engine, marketplace_id=None, limit=RECENT_RUNS)
+    return StatusPage(
+        marketplaces=[
+            await _marketplace_status(
+                ctx,
+                marketplace,
+                watcher=watchers[marketplace.id],
+                schedule=schedules[marketplace.id],
+                now=now,
+            )
+            for marketplace in ctx.marketplaces
+        ],
+        runs=await runs.list_runs(ctx.engine, marketplace_id=None, limit=RECENT_RUNS),
+        variation=None
+        if variation_id is None
+        else await read_variation_stock(ctx.engine, variation_id=variation_id),
+    )
+
+
+async def _marketplace_status(
+    ctx: ServiceContext,
+    marketplace: Marketplace,
+    *,
+    watcher: OrdersWatcher,
+    schedule: dict[str, Any],
+    now: datetime,
+) -> MarketplaceStatus:
+    # One run of a marketplace at a time: the newest two hold the running one and the last ended.
+    newest = await runs.list_runs(ctx.engine, marketplace_id=marketplace.id, limit=2)
     watcher_status = await watcher.status()
     snapshot = marketplace.budget_snapshot()
-    return StatusPage(
-        running=_progress(recent, now=now),
-        runs=recent,
+    return MarketplaceStatus(
+        marketplace_id=marketplace.id,
+        name=marketplace.name,
+        kind=marketplace.kind,
+        sync_enabled=watcher_status.sync_enabled,
+        running=_progress(newest, now=now),
+        last_run=next((run for run in newest if run.status != RunStatus.RUNNING.value), None),
+        schedule=schedule,
         watcher=watcher_status,
         watcher_late=_watcher_late(watcher_status),
-        schedule=schedule,
         request_budget=snapshot,
-        request_budget_by_kind=_use_by_kind(snapshot),
+        request_budget_by_kind=_use_by_kind(snapshot, marketplace_id=marketplace.id),
         request_budget_paused_seconds=marketplace.paused_for(),
         update_budget=await budget_status(
             ctx.engine, marketplace_id=marketplace.id, limit=marketplace.updates_per_hour
         ),
-        variation=None
-        if variation_id is None
-        else await read_variation_stock(ctx.engine, variation_id=variation_id),
     )
 
 
@@ -111,12 +159,13 @@ def _watcher_late(status: WatcherStatus) -> bool:
     )
 
 
-def _use_by_kind(snapshot: BudgetSnapshot) -> list[CallKindUse]:
+def _use_by_kind(snapshot: BudgetSnapshot, *, marketplace_id: int) -> list[CallKindUse]:
     """Waiters from the snapshot; granted requests and their waits from the budget's own
-    histogram (`backmarket_budget_wait_seconds`), this process's since it started."""
+    histogram (`backmarket_budget_wait_seconds`, this marketplace's), this process's since it
+    started."""
     uses = []
     for kind in CallKind:
-        labels = {"kind": kind.label}
+        labels = {"kind": kind.label, "marketplace_id": str(marketplace_id)}
         granted = REGISTRY.get_sample_value("backmarket_budget_wait_seconds_count", labels) or 0
         waited = REGISTRY.get_sample_value("backmarket_budget_wait_seconds_sum", labels) or 0.0
         uses.append(

@@ -28,7 +28,8 @@ INTERVAL_S = 60
 
 
 def skipped_recent() -> float:
-    value = REGISTRY.get_sample_value("stock_sync_order_polls_total", {"outcome": "skipped_recent"})
+    labels = {"marketplace_id": "1", "outcome": "skipped_recent"}
+    value = REGISTRY.get_sample_value("stock_sync_order_polls_total", labels)
     return value or 0.0
 
 

@@ -1003,7 +1003,7 @@ async def test_the_prometheus_counter_counts_requests_by_endpoint_and_outcome(
     router: respx.Router, make_client: Callable[..., BackMarketClient]
 ) -> None:
     router.get("/ws/listings").mock(side_effect=FakeCatalogue(60))
-    labels = {"endpoint": "GET /ws/listings", "outcome": "200"}
+    labels = {"marketplace_id": "1", "endpoint": "GET /ws/listings", "outcome": "200"}
     before = REGISTRY.get_sample_value("backmarket_requests_total", labels) or 0.0
 
     await read_feed(make_client())

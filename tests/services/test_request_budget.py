@@ -69,6 +69,10 @@ class VirtualTime:
         raise AssertionError("the condition never came true")
 
 
+# The budgets of these tests count under their own marketplace id, apart from the service's.
+BUDGET_MARKETPLACE = 90
+
+
 @pytest.fixture
 def vtime() -> VirtualTime:
     return VirtualTime()
@@ -76,7 +80,11 @@ def vtime() -> VirtualTime:
 
 def make_budget(vtime: VirtualTime, max_requests: int = 20) -> RequestBudget:
     return RequestBudget(
-        max_requests=max_requests, window=WINDOW, clock=vtime.clock, sleep=vtime.sleep
+        marketplace_id=BUDGET_MARKETPLACE,
+        max_requests=max_requests,
+        window=WINDOW,
+        clock=vtime.clock,
+        sleep=vtime.sleep,
     )
 
 
@@ -115,11 +123,13 @@ class Grants:
 
 
 def waiting_gauge(kind: str) -> float:
-    return REGISTRY.get_sample_value("backmarket_budget_waiting", {"kind": kind}) or 0.0
+    labels = {"marketplace_id": str(BUDGET_MARKETPLACE), "kind": kind}
+    return REGISTRY.get_sample_value("backmarket_budget_waiting", labels) or 0.0
 
 
 def wait_count(kind: str) -> float:
-    return REGISTRY.get_sample_value("backmarket_budget_wait_seconds_count", {"kind": kind}) or 0.0
+    labels = {"marketplace_id": str(BUDGET_MARKETPLACE), "kind": kind}
+    return REGISTRY.get_sample_value("backmarket_budget_wait_seconds_count", labels) or 0.0
 
 
 # -- priority ---------------------------------------------------------------------------------
@@ -394,6 +404,7 @@ async def test_a_get_listing_during_a_feed_read_is_sent_before_the_queued_page_r
         http=http_client,
         sleep=vtime.sleep,
         clock=vtime.clock,
+        marketplace_id=BUDGET_MARKETPLACE,
     )
     pages_read: list[int] = []
 

@@ -357,6 +357,7 @@ async def test_finished_runs_are_counted_in_the_metrics_by_trigger_and_status(se
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name == "stock_sync_bulk_runs_total" and sample.labels == {
+                    "marketplace_id": "1",
                     "trigger": "api",
                     "status": "completed",
                 }:

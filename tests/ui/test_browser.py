@@ -95,15 +95,15 @@ def test_start_button_progress_bar_completed_run_and_look_up(running_server: Ser
             )
             page.set_default_timeout(STEP_TIMEOUT_S * 1000)
             page.goto(running_server.url + "/")
-            assert page.locator("#bulk-sync").inner_text().count("No bulk sync running.") == 1
+            assert page.locator("#bulk-sync-1").inner_text().count("No bulk sync running.") == 1
 
-            page.click("#start-sync")
+            page.click("#start-sync-1")
             page.wait_for_url("**/?started=*")
             run_id = page.url.rsplit("=", 1)[1]
             assert page.locator("#notice").inner_text() == f"Bulk sync run {run_id} started."
 
             def progress() -> float:
-                value = page.locator("#sync-progress").get_attribute("value", timeout=2000)
+                value = page.locator("#sync-progress-1").get_attribute("value", timeout=2000)
                 return float(value or 0)
 
             first = eventually(progress, lambda value: value > 0, "the bar never filled")
@@ -127,7 +127,7 @@ def test_start_button_progress_bar_completed_run_and_look_up(running_server: Ser
             )
             # The run is over: the page no longer reloads itself.
             assert page.locator("meta[http-equiv=refresh]").count() == 0
-            assert "No bulk sync running." in page.locator("#bulk-sync").inner_text()
+            assert "No bulk sync running." in page.locator("#bulk-sync-1").inner_text()
             pages = page.locator(f"#run-{run_id} td.n").nth(1).inner_text()
             assert pages == "40/40"
             history = page.locator("#variation-history").inner_text()

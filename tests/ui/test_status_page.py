@@ -11,12 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from app.models import RunTrigger
 from app.routers.status_page import CSRF_COOKIE, KEY_COOKIE
 from app.services.sync import runs
 from tests.api.test_health import running_service, service_settings
-from tests.conftest import unreachable_database_url
+from tests.conftest import SECOND_ACCOUNT, TwoAccounts, unreachable_database_url
 from tests.sync.support import link, wait_for_run
 
 API_KEY = "page-key-0123456789"
@@ -66,12 +67,12 @@ async def test_page_shows_runs_the_watcher_the_schedule_and_both_budgets(service
     assert f'<tr id="run-{finished["id"]}">' in text
     assert 'class="status status-completed">completed<' in text
     assert "No bulk sync running." in text
-    assert 'id="watcher-last-poll">none yet<' not in text
-    assert re.search(r'id="watcher-last-poll">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC<', text)
+    assert 'id="watcher-last-poll-1">none yet<' not in text
+    assert re.search(r'id="watcher-last-poll-1">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC<', text)
     assert "Off (<code>SYNC_INTERVAL_MINUTES=0</code>)" in text
     assert "of 10000 requests used in the last 10 s" in text
     assert "<td>bulk</td>" in text and "<td>live</td>" in text and "<td>watcher</td>" in text
-    assert 'id="updates-left">2\u202f000<' in text
+    assert 'id="updates-left-1">2\u202f000<' in text
     # Nothing is running: the page does not reload itself.
     assert 'http-equiv="refresh"' not in text
 
@@ -104,7 +105,7 @@ async def test_running_run_shows_a_progress_bar_and_reloads_the_page(service: An
         service.simulator.release(hold)
     await wait_for_run(service, started["id"])
 
-    assert re.search(r'<progress id="sync-progress" max="3" value="[0-3]">', text)
+    assert re.search(r'<progress id="sync-progress-1" max="3" value="[0-3]">', text)
     assert '<meta http-equiv="refresh" content="2; url=/?variation=1">' in text
     assert "calls used" in text
 
@@ -375,3 +376,59 @@ async def test_the_set_form_without_its_csrf_token_is_refused_and_sends_nothing(
     assert answer.status_code == 403
     assert len(service.simulator.stats()["updates"]) == updates
     assert service.simulator.quantity_of(linked.listing_uuid) == 4
+
+
+async def test_page_shows_every_configured_marketplace_and_starts_the_one_asked_for(
+    two_accounts: TwoAccounts,
+) -> None:
+    service = two_accounts.service
+    await service.app.state.container.watchers[SECOND_ACCOUNT].poll()
+    csrf = await token(service.http)
+
+    answer = await service.http.post(
+        "/status/sync", **form(csrf_token=csrf, marketplace_id=str(SECOND_ACCOUNT))
+    )
+    run_id = int(answer.headers["location"].removeprefix("/?started="))
+    finished = await wait_until_finished(service, run_id)
+    text = (await service.http.get("/")).text
+
+    assert answer.status_code == 303
+    assert finished.marketplace_id == SECOND_ACCOUNT
+    for marketplace_id, name in ((1, "BackMarket"), (SECOND_ACCOUNT, "BackMarket 7")):
+        section = text[
+            text.index(f'<section class="marketplace" id="marketplace-{marketplace_id}">') :
+        ]
+        assert f"Marketplace {marketplace_id} · {name}" in section
+        assert f'<input type="hidden" name="marketplace_id" value="{marketplace_id}">' in section
+        assert f'id="start-sync-{marketplace_id}"' in section
+        assert f'id="updates-left-{marketplace_id}"' in section
+        assert "of 10000 requests used in the last 10 s" in section
+    second = text[text.index(f'id="marketplace-{SECOND_ACCOUNT}"') :]
+    assert re.search(rf'id="watcher-last-poll-{SECOND_ACCOUNT}">\d{{4}}-', second)
+    assert f'<p id="last-run-{SECOND_ACCOUNT}">Last run: <a href="#run-{run_id}">' in second
+    first = text[
+        text.index('id="marketplace-1"') : text.index(f'id="marketplace-{SECOND_ACCOUNT}"')
+    ]
+    assert '<p id="last-run-1">Last run: none yet.</p>' in first
+    assert 'id="watcher-last-poll-1"' not in first  # off (interval 0) and never polled
+
+
+async def test_start_button_of_a_disabled_marketplace_is_gone_and_a_forged_one_starts_nothing(
+    service: Any,
+) -> None:
+    async with service.engine.begin() as conn:
+        await conn.execute(sa.text("UPDATE marketplace SET sync_enabled = 0 WHERE id = 1"))
+    page = await service.http.get("/")
+    # No form of the page carries the token now: the browser's cookie holds it.
+    csrf = service.http.cookies[CSRF_COOKIE]
+
+    answer = await service.http.post("/status/sync", **form(csrf_token=csrf, marketplace_id="1"))
+    unknown = await service.http.post("/status/sync", **form(csrf_token=csrf, marketplace_id="9"))
+    told = await service.http.get(answer.headers["location"])
+
+    assert 'id="start-sync-1"' not in page.text
+    assert 'id="sync-disabled-1"' in page.text
+    assert answer.headers["location"] == "/?disabled=1"
+    assert "Bulk sync of marketplace 1 is turned off" in told.text
+    assert unknown.headers["location"] == "/?unknown=9"
+    assert await run_count(service) == 0

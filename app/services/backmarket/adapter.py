@@ -74,7 +74,9 @@ class BackMarketMarketplace:
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
     ) -> BackMarketMarketplace:
-        client = BackMarketClient(client_settings(config), http=http, sleep=sleep, clock=clock)
+        client = BackMarketClient(
+            client_settings(config), http=http, sleep=sleep, clock=clock, marketplace_id=config.id
+        )
         return cls(config, client=client)
 
     @property

@@ -24,7 +24,7 @@ from typing import Any, Self
 
 import httpx
 
-from app.config import Settings
+from app.config import FIRST_MARKETPLACE_ID, Settings
 from app.services.backmarket.answers import UnexpectedShape, describe_body, request_id_of
 from app.services.backmarket.budget import BudgetSnapshot, CallKind, Clock, RequestBudget, Sleep
 from app.services.backmarket.errors import BackMarketError, BadResponse, OutcomeUnknown
@@ -79,6 +79,7 @@ class BackMarketClient:
         http: httpx.AsyncClient | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
+        marketplace_id: int = FIRST_MARKETPLACE_ID,
     ) -> None:
         self._settings = settings
         self._default_market = settings.backmarket_markets[0]
@@ -98,6 +99,7 @@ class BackMarketClient:
             )
         self._http = http
         self._budget = RequestBudget(
+            marketplace_id=marketplace_id,
             max_requests=settings.backmarket_requests_per_10s,
             window=self.window_seconds,
             clock=clock,
@@ -107,6 +109,7 @@ class BackMarketClient:
             settings,
             http=http,
             budget=self._budget,
+            marketplace_id=marketplace_id,
             max_in_flight=max_connections,
             clock=clock,
             sleep=sleep,

@@ -48,8 +48,8 @@ logger = logging.getLogger("app.services.backmarket")
 
 REQUESTS_COUNTER = Counter(
     "backmarket_requests_total",
-    "HTTP requests sent to Back Market, by endpoint template and outcome.",
-    ["endpoint", "outcome"],
+    "HTTP requests sent to Back Market, by marketplace, endpoint template and outcome.",
+    ["marketplace_id", "endpoint", "outcome"],
 )
 
 
@@ -93,11 +93,13 @@ class Transport:
         *,
         http: httpx.AsyncClient,
         budget: RequestBudget,
+        marketplace_id: int,
         max_in_flight: int,
         clock: Clock,
         sleep: Sleep,
     ) -> None:
         self._settings = settings
+        self._marketplace_id = marketplace_id
         self._http = http
         self._budget = budget
         self._clock = clock
@@ -237,7 +239,9 @@ class Transport:
     def _record(self, endpoint: str, outcome: str) -> None:
         key = f"{endpoint} {outcome}"
         self._stats[key] = self._stats.get(key, 0) + 1
-        REQUESTS_COUNTER.labels(endpoint=endpoint, outcome=outcome).inc()
+        REQUESTS_COUNTER.labels(
+            marketplace_id=str(self._marketplace_id), endpoint=endpoint, outcome=outcome
+        ).inc()
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.backoff_cap_seconds, self.backoff_base_seconds * 2 ** (attempt - 1))

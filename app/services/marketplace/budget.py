@@ -47,14 +47,16 @@ class CallKind(enum.IntEnum):
 
 WAIT_SECONDS = Histogram(
     "backmarket_budget_wait_seconds",
-    "Time a Back Market request waited for a send slot of the request budget, by kind of call.",
-    ["kind"],
+    "Time a marketplace request waited for a send slot of its account's request budget, by "
+    "marketplace and kind of call.",
+    ["marketplace_id", "kind"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2, 5, 10, 20, 60),
 )
 WAITING = Gauge(
     "backmarket_budget_waiting",
-    "Back Market requests waiting now for a send slot of the request budget, by kind of call.",
-    ["kind"],
+    "Marketplace requests waiting now for a send slot of their account's request budget, by "
+    "marketplace and kind of call.",
+    ["marketplace_id", "kind"],
 )
 
 
@@ -103,7 +105,11 @@ class RequestBudget:
     its turn again.
     """
 
-    def __init__(self, *, max_requests: int, window: float, clock: Clock, sleep: Sleep) -> None:
+    def __init__(
+        self, *, marketplace_id: int, max_requests: int, window: float, clock: Clock, sleep: Sleep
+    ) -> None:
+        # Only names the budget's metrics: the budget itself is one account's, whoever it is.
+        self._metric_label = str(marketplace_id)
         self._max_requests = max_requests
         self._window = window
         self._clock = clock
@@ -158,7 +164,7 @@ class RequestBudget:
         entered = self._clock()
         ticket = _Ticket(kind=kind, order=(kind, next(self._arrivals)))
         bisect.insort(self._queue, ticket, key=lambda queued: queued.order)
-        WAITING.labels(kind=kind.label).inc()
+        WAITING.labels(marketplace_id=self._metric_label, kind=kind.label).inc()
         try:
             while True:
                 now = self._clock()
@@ -175,7 +181,9 @@ class RequestBudget:
                     self._sent.append(now)
                     if kind is CallKind.BULK:
                         self._last_bulk_sent = now
-                    WAIT_SECONDS.labels(kind=kind.label).observe(now - entered)
+                    WAIT_SECONDS.labels(marketplace_id=self._metric_label, kind=kind.label).observe(
+                        now - entered
+                    )
                     return
                 # A floor on the nap: float rounding could otherwise leave a wait too small to
                 # move the clock, and the loop would spin.
@@ -186,7 +194,7 @@ class RequestBudget:
             self._queue.remove(ticket)
             if self._queue:
                 self._queue[0].turn.set()
-            WAITING.labels(kind=kind.label).dec()
+            WAITING.labels(marketplace_id=self._metric_label, kind=kind.label).dec()
 
     def _slot_wait(self, kind: CallKind, now: float) -> float:
         """Seconds until `kind` may send, leaving the 429 pause aside (<= 0: now)."""

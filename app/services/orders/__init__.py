@@ -5,13 +5,20 @@ schedule and state; `status`: the state's table.
 """
 
 from app.services.orders.poll import ORDERS_LOCK, PollOutcome, poll_orders
-from app.services.orders.status import LastPoll, WatcherStatus
+from app.services.orders.status import (
+    LastPoll,
+    MarketplaceWatcherStatus,
+    OrdersWatchersStatus,
+    WatcherStatus,
+)
 from app.services.orders.watcher import OrdersWatcher
 
 __all__ = [
     "ORDERS_LOCK",
     "LastPoll",
+    "MarketplaceWatcherStatus",
     "OrdersWatcher",
+    "OrdersWatchersStatus",
     "PollOutcome",
     "WatcherStatus",
     "poll_orders",

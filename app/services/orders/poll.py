@@ -64,10 +64,15 @@ COMPENSATED_BY_WATCHER = "order_sync"
 
 variation_table = table_of(Variation)
 
-POLLS = Counter("stock_sync_order_polls_total", "Orders watcher polls, by outcome.", ["outcome"])
+POLLS = Counter(
+    "stock_sync_order_polls_total",
+    "Orders watcher polls, by marketplace and outcome.",
+    ["marketplace_id", "outcome"],
+)
 LAST_POLL = Gauge(
     "stock_sync_order_last_poll_timestamp_seconds",
-    "Unix time of the orders watcher's last poll that read the whole feed.",
+    "Unix time of the orders watcher's last poll that read the whole feed, by marketplace.",
+    ["marketplace_id"],
 )
 
 
@@ -100,12 +105,12 @@ async def poll_orders(
             watch = await status.read_watch(ctx.engine, marketplace_id=marketplace.id)
             if unless_polled_within is not None and _succeeded_within(watch, unless_polled_within):
                 log.debug("orders poll skipped: another process polled less than an interval ago")
-                POLLS.labels("skipped_recent").inc()
+                POLLS.labels(str(marketplace.id), "skipped_recent").inc()
                 return None
             return await _Poll(ctx, marketplace, overlap=overlap).run(watch)
     except LockBusy:
         log.debug("orders poll skipped: another process is polling")
-        POLLS.labels("skipped_busy").inc()
+        POLLS.labels(str(marketplace.id), "skipped_busy").inc()
         return None
 
 
@@ -175,9 +180,9 @@ class _Poll:
                 )
         except mp.MarketplaceError as exc:
             return await self._failed(str(exc), anchor=anchor)
-        LAST_POLL.set(self.outcome.at.timestamp())
+        LAST_POLL.labels(str(self.marketplace.id)).set(self.outcome.at.timestamp())
         await self._compensate()
-        POLLS.labels("ok").inc()
+        POLLS.labels(str(self.marketplace.id), "ok").inc()
         if events:
             log.info(
                 "orders poll: %d orders read, %d new line events, %d listings refreshed (%d calls)",
@@ -398,7 +403,7 @@ class _Poll:
         its read started): the next poll reads the same orders."""
         self.outcome.error = error
         self.outcome.watermark = None
-        POLLS.labels("error").inc()
+        POLLS.labels(str(self.marketplace.id), "error").inc()
         log.warning("orders poll failed (retried next poll): %s", error)
         async with transaction(self.ctx.engine) as conn:
             await status.save_poll(

@@ -31,9 +31,12 @@ class LastPoll(BaseModel):
 
 
 class WatcherStatus(BaseModel):
-    """What `GET /sync/orders` answers."""
+    """One marketplace's watcher, as `GET /sync/orders` answers it."""
 
+    # Polling on schedule: ORDER_SYNC_INTERVAL_SECONDS > 0 and the marketplace's sync_enabled.
     enabled: bool
+    # `marketplace.sync_enabled` as last read (0 stops the watcher without a restart).
+    sync_enabled: bool = True
     interval_seconds: int
     overlap_seconds: int
     # Back Market's newest `date_modification` whose orders are all written (UTC); before the
@@ -97,3 +100,14 @@ async def save_poll(
     if watermark is not None and (current.watermark is None or watermark > current.watermark):
         values["watermark"] = watermark
     await conn.execute(sa.update(watch_table).where(watch_table.c.feed == feed).values(**values))
+
+
+class MarketplaceWatcherStatus(WatcherStatus):
+    marketplace_id: int
+
+
+class OrdersWatchersStatus(WatcherStatus):
+    """`GET /sync/orders`: marketplace 1's watcher at the top level (the clients written before
+    there were several), and every configured marketplace's in `watchers`."""
+
+    watchers: list[MarketplaceWatcherStatus]

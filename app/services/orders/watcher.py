@@ -15,6 +15,7 @@ from prometheus_client import Gauge
 from app.config import FIRST_MARKETPLACE_ID
 from app.services.context import ServiceContext
 from app.services.marketplace import Marketplace
+from app.services.marketplaces import read_sync_enabled
 from app.services.orders import status
 from app.services.orders.poll import PollOutcome, poll_orders
 
@@ -35,7 +36,8 @@ RECENT_POLL_SHARE = 0.8
 LAG_SECONDS = Gauge(
     "orders_watcher_lag_seconds",
     "Seconds since the start of the orders watcher's last successful poll (NaN until one is "
-    "seen); failed polls do not reset it. Set when /metrics is scraped.",
+    "seen), by marketplace; failed polls do not reset it. Set when /metrics is scraped.",
+    ["marketplace_id"],
 )
 
 
@@ -74,6 +76,13 @@ class OrdersWatcher:
             self._saw_success(outcome.at)
         return outcome
 
+    async def _poll_unless_disabled(self, *, unless_polled_within: timedelta) -> PollOutcome | None:
+        # Read at every due poll, so turning the marketplace off or on needs no restart.
+        if not await read_sync_enabled(self.ctx.engine, self.marketplace.id):
+            log.debug("orders poll of marketplace %d skipped: sync disabled", self.marketplace.id)
+            return None
+        return await self.poll(unless_polled_within=unless_polled_within)
+
     async def _scheduled_poll(self) -> None:
         if self._stopping:
             return
@@ -83,7 +92,7 @@ class OrdersWatcher:
         # feed is read about once per interval.
         recent = timedelta(seconds=self.interval_seconds * RECENT_POLL_SHARE)
         self._scheduled = polling = asyncio.create_task(
-            self.poll(unless_polled_within=recent), name="orders watcher poll"
+            self._poll_unless_disabled(unless_polled_within=recent), name="orders watcher poll"
         )
         try:
             await polling
@@ -125,12 +134,14 @@ class OrdersWatcher:
 
     async def status(self) -> status.WatcherStatus:
         row = await status.read_watch(self.ctx.engine, marketplace_id=self.marketplace.id)
+        sync_enabled = await read_sync_enabled(self.ctx.engine, self.marketplace.id)
         last_poll = status.last_poll_of(row)
         if last_poll is not None and last_poll.at is not None and last_poll.error is None:
             self._saw_success(last_poll.at)
         lag = self._lag_seconds()
         return status.WatcherStatus(
-            enabled=self.enabled,
+            enabled=self.enabled and sync_enabled,
+            sync_enabled=sync_enabled,
             interval_seconds=self.interval_seconds,
             overlap_seconds=int(self.overlap.total_seconds()),
             watermark=None
@@ -148,7 +159,7 @@ class OrdersWatcher:
         except (sa.exc.SQLAlchemyError, OSError) as exc:
             log.debug("orders watcher lag from this process's polls only: %s", exc)
             lag = self._lag_seconds()
-        LAG_SECONDS.set(math.nan if lag is None else lag)
+        LAG_SECONDS.labels(str(self.marketplace.id)).set(math.nan if lag is None else lag)
 
     def _saw_success(self, at: datetime) -> None:
         # Polls stamp naive UTC (the columns' form); the status answers aware UTC.

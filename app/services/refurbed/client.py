@@ -126,7 +126,11 @@ class RefurbedMarketplace:
             )
         self._http = http
         self._budget = RequestBudget(
-            max_requests=requests_per_10s, window=self.window_seconds, clock=clock, sleep=sleep
+            marketplace_id=marketplace_id,
+            max_requests=requests_per_10s,
+            window=self.window_seconds,
+            clock=clock,
+            sleep=sleep,
         )
         self.transport = Transport(
             marketplace_id=marketplace_id,

@@ -29,13 +29,13 @@ log = logging.getLogger(__name__)
 
 RUNS_TOTAL = Counter(
     "stock_sync_bulk_runs_total",
-    "Bulk stock sync runs finished, by trigger and final status.",
-    ["trigger", "status"],
+    "Bulk stock sync runs finished, by marketplace, trigger and final status.",
+    ["marketplace_id", "trigger", "status"],
 )
 RUN_DURATION = Histogram(
     "stock_sync_bulk_run_duration_seconds",
-    "Duration of finished bulk stock sync runs, by final status.",
-    ["status"],
+    "Duration of finished bulk stock sync runs, by marketplace and final status.",
+    ["marketplace_id", "status"],
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600),
 )
 
@@ -157,8 +157,8 @@ class RunRecorder:
         run.duration_seconds = round(time.monotonic() - self.state.started, 3)
         async with transaction(self.engine) as conn:
             await runs.save_run(conn, run=run)
-        RUNS_TOTAL.labels(run.trigger, run.status).inc()
-        RUN_DURATION.labels(run.status).observe(run.duration_seconds)
+        RUNS_TOTAL.labels(str(run.marketplace_id), run.trigger, run.status).inc()
+        RUN_DURATION.labels(str(run.marketplace_id), run.status).observe(run.duration_seconds)
         log.info(
             "bulk sync run %d %s",
             run.id,

@@ -20,7 +20,12 @@ from app.logs import log_context
 from app.services.context import ServiceContext
 from app.services.locks import HeldLock, LockLost
 from app.services.marketplace import Marketplace
-from app.services.marketplaces import check_marketplace, marketplace_name
+from app.services.marketplaces import (
+    SyncDisabled,
+    check_marketplace,
+    marketplace_name,
+    sync_enabled,
+)
 from app.services.sync import runs
 from app.services.sync.batch import BatchWriter
 from app.services.sync.clock import SNAPSHOT_SAFETY_MARGIN, measure_snapshot_clock
@@ -41,11 +46,14 @@ log = logging.getLogger(__name__)
 
 async def check_syncable(ctx: ServiceContext, *, marketplace_id: int) -> Marketplace:
     """The marketplace's adapter; InvalidRequest (422) unless the marketplace exists and is
-    configured."""
+    configured, SyncDisabled (409) when its `sync_enabled` is 0."""
     async with ctx.engine.connect() as conn:
         name = await marketplace_name(conn, marketplace_id)
-    check_marketplace(name, marketplace_id)
-    return ctx.marketplaces.get(marketplace_id)
+        check_marketplace(name, marketplace_id)
+        adapter = ctx.marketplaces.get(marketplace_id)
+        if not await sync_enabled(conn, marketplace_id):
+            raise SyncDisabled(marketplace_id)
+    return adapter
 
 
 async def run_bulk_sync(
