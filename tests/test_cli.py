@@ -16,9 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from app.cli import main
 from app.config import load_settings
+from app.db import create_engine
 from app.logs import THIRD_PARTY_LOGGERS
 from simulator.config import SimulatorConfig
 from simulator.demo import seed_demo_database
@@ -341,3 +343,80 @@ def test_a_command_runs_once_the_database_is_migrated_with_start_up_migrations_o
 
     assert result.code == 0
     assert json.loads(result.out) == {"runs": []}
+
+
+# -- several marketplaces ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def second_account(
+    environment: None, monkeypatch: pytest.MonkeyPatch, simulator: RunningSimulator
+) -> int:
+    """Marketplace 7, a second Back Market account (served by the same simulator here)."""
+    monkeypatch.setenv("MARKETPLACE_7_KIND", "backmarket")
+    monkeypatch.setenv("MARKETPLACE_7_TOKEN", simulator.config.token)
+    monkeypatch.setenv("MARKETPLACE_7_BASE_URL", simulator.base_url)
+    monkeypatch.setenv("MARKETPLACE_7_REQUESTS_PER_10S", "10000")
+    return 7
+
+
+def set_sync_enabled(marketplace_id: int, enabled: bool) -> None:
+    async def update() -> None:
+        engine = create_engine(load_settings())
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.text("UPDATE marketplace SET sync_enabled = :on WHERE id = :id"),
+                    {"on": int(enabled), "id": marketplace_id},
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(update())
+
+
+def test_sync_and_runs_take_any_configured_marketplace(second_account: int) -> None:
+    assert run_cli("sync").code == 0
+
+    synced = run_cli("sync", "--marketplace", str(second_account))
+    only_second = json.loads(run_cli("runs", "--json", "--marketplace", "7").out)
+    table = run_cli("runs").out.splitlines()
+
+    assert synced.code == 0, synced.err
+    run = json.loads(synced.out)["run"]
+    assert (run["marketplace_id"], run["status"], run["pages_fetched"]) == (7, "completed", PAGES)
+    assert [found["marketplace_id"] for found in only_second["runs"]] == [7]
+    assert [row.split()[:2] for row in table[1:]] == [["2", "7"], ["1", "1"]]
+
+
+def test_sync_of_a_disabled_marketplace_exits_1_with_one_line(second_account: int) -> None:
+    # Marketplace 7's row is created by the first command that opens the service.
+    assert run_cli("sync", "--marketplace", "7", "--dry-run").code == 0
+    set_sync_enabled(second_account, False)
+
+    refused = run_cli("sync", "--marketplace", "7")
+    other = run_cli("sync", "--marketplace", "1")
+    set_sync_enabled(second_account, True)
+    again = run_cli("sync", "--marketplace", "7")
+
+    assert refused.code == 1
+    assert refused.out == ""
+    # One line besides the log records: the answer the API would give.
+    [answer] = [line for line in refused.log_lines() if "level" not in line]
+    assert (answer["status"], answer["reason"]) == (409, "sync_disabled")
+    assert other.code == 0
+    assert again.code == 0, again.err
+
+
+def test_a_marketplace_that_does_not_exist_exits_1_with_the_api_answer(
+    environment: None,
+) -> None:
+    refused = run_cli("sync", "--marketplace", "9")
+    refreshed = run_cli("refresh", "1", "--marketplace", "9")
+    added = run_cli("add-quantity", "1", "2", "--marketplace", "9")
+
+    for result in (refused, refreshed, added):
+        assert result.code == 1
+        answer = json.loads(result.err.splitlines()[-1])
+        assert answer["status"] == 422
+        assert answer["detail"].startswith("marketplace 9 ")
