@@ -153,6 +153,11 @@ class MarketplaceStock(SQLModel, table=True):
     last_synced_at: datetime | None = Field(
         default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True)
     )
+    # The listing's or offer's own id on this marketplace, as the last bulk sync or live call
+    # found it: how live calls name the listing of a marketplace matched by SKU.
+    listing_reference: str | None = Field(
+        default=None, sa_column=sa.Column(sa.String(255), nullable=True)
+    )
     # When listed or locked stock last changed, by any writer (kept by database triggers too).
     stock_changed_at: datetime | None = Field(
         default=None, sa_column=sa.Column(PreciseTime, nullable=True)
@@ -301,6 +306,9 @@ class StockSyncLog(SQLModel, table=True):
         default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
     )
     imported: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    ambiguous_sku: int = Field(
         default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
     )
     markets: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))

@@ -2,7 +2,9 @@
 
 After every write: `available_stock = max(0, listed_stock - locked_stock)` and
 `variation.listed_stock = SUM(marketplace_stock.listed_stock)` over its marketplaces;
-one history row per changed stock row, none for an unchanged one.
+one history row per changed stock row, none for an unchanged one. Only marketplace 1's
+observations update `variation.sku` and `variation.state`: other marketplaces are matched by
+the SKU and never rewrite it.
 
 A write is set-based: one SELECT … FOR UPDATE of the rows, one multi-row upsert, one
 multi-row history insert, one UPDATE of the variations, whatever the batch size. The
@@ -20,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.config import FIRST_MARKETPLACE_ID
 from app.db import database_now, is_mysql
 from app.models import ChangeType, MarketplaceStock, MarketplaceStockHistory, Variation, table_of
 
@@ -47,6 +50,8 @@ class StockObservation:
     publication_state: int | None = None
     not_changed_since: datetime | None = None
     reference_id: str | None = None
+    # The listing's or offer's own id on the marketplace, kept on the stock row for live calls.
+    listing_reference: str | None = None
     # The Back Market order line this observation was read for (the orders watcher).
     order_id: int | None = None
     order_item_id: int | None = None
@@ -136,11 +141,17 @@ async def _write_chunk(
     history: list[dict[str, Any]] = []
     touched_ids: list[int] = []
     feed_changes: list[StockObservation] = []
+    # stock row id -> the listing reference to store, for rows not upserted below.
+    new_references: dict[int, str] = {}
+    writes_variation_feed = marketplace_id == FIRST_MARKETPLACE_ID
     for variation_id, obs in latest.items():
         if variation_id not in current:
             continue  # the variation is gone (deleted meanwhile): nothing to attach stock to
         row = current[variation_id]
         has_stock = row["stock_id"] is not None
+        reference = obs.listing_reference or (row["listing_reference"] if has_stock else None)
+        if has_stock and reference is not None and reference != row["listing_reference"]:
+            new_references[row["stock_id"]] = reference
         if (
             has_stock
             and obs.not_changed_since is not None
@@ -151,8 +162,9 @@ async def _write_chunk(
             result.skipped_variation_ids.add(variation_id)
             result.rows[variation_id] = _stock_row(row, marketplace_id)
             continue
-        if (obs.sku is not None and obs.sku != row["sku"]) or (
-            obs.publication_state is not None and obs.publication_state != row["state"]
+        if writes_variation_feed and (
+            (obs.sku is not None and obs.sku != row["sku"])
+            or (obs.publication_state is not None and obs.publication_state != row["state"])
         ):
             feed_changes.append(obs)
         locked = row["locked_stock"] if has_stock else 0
@@ -177,6 +189,8 @@ async def _write_chunk(
         result.updated += 1
         if not has_stock:
             result.created += 1
+        if has_stock:
+            new_references.pop(row["stock_id"], None)
         upserts.append(
             {
                 "variation_id": variation_id,
@@ -187,6 +201,7 @@ async def _write_chunk(
                 "last_api_quantity": after.last_api_quantity,
                 "last_synced_at": now,
                 "stock_changed_at": now if stock_changed else row["stock_changed_at"],
+                "listing_reference": reference,
                 "created_at": now,
                 "updated_at": now,
             }
@@ -235,6 +250,16 @@ async def _write_chunk(
             .where(stock_table.c.id.in_(touched_ids))
             .values(last_synced_at=now)
         )
+    if new_references:
+        await conn.execute(
+            sa.update(stock_table)
+            .where(stock_table.c.id.in_(list(new_references)))
+            .values(
+                listing_reference=sa.case(
+                    new_references, value=stock_table.c.id, else_=stock_table.c.listing_reference
+                )
+            )
+        )
     changed_ids = [entry["variation_id"] for entry in history]
     if changed_ids:
         await conn.execute(_resum_statement(), {"ids": changed_ids, "now": now})
@@ -270,6 +295,7 @@ async def _lock_rows(
             stock_table.c.last_api_quantity,
             stock_table.c.last_synced_at,
             stock_table.c.stock_changed_at,
+            stock_table.c.listing_reference,
         )
         .select_from(joined)
         .where(variation_table.c.id.in_(variation_ids))
@@ -289,6 +315,7 @@ def _upsert_statement(conn: AsyncConnection) -> sa.Executable:
         "last_api_quantity",
         "last_synced_at",
         "stock_changed_at",
+        "listing_reference",
         "updated_at",
     )
     if is_mysql(conn):

@@ -307,6 +307,7 @@ class _Poll:
                 quantity=listings[target.variation_id].quantity,
                 sku=listings[target.variation_id].sku,
                 publication_state=listings[target.variation_id].state,
+                listing_reference=listings[target.variation_id].id,
                 # A change written after the reads were sent may be newer than what they saw.
                 not_changed_since=cutoff,
                 order_id=target.first_line.order_id,

@@ -88,7 +88,9 @@ class AdditionRecorder(Generic[ResultT]):
                 idempotency_key=self.key.key,
                 notes=note,
             )
-            await remember_listing_identity(conn, self.variation, listing)
+            await remember_listing_identity(
+                conn, self.variation, listing, marketplace_id=self.marketplace_id
+            )
             if window is not None:
                 await self._window(conn, window, added=target - previous)
             # A subtraction that was not sent: its lines wait for the watcher, inside the window.

@@ -13,6 +13,7 @@ from typing import Any
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.config import FIRST_MARKETPLACE_ID
 from app.db import is_mysql, reading
 from app.models import ChangeType, as_utc
 from app.services import marketplace as mp
@@ -135,7 +136,9 @@ async def refresh_quantity(
                     ],
                     change_type=ChangeType.REFRESH,
                 )
-                identity = await remember_listing_identity(conn, variation, listing)
+                identity = await remember_listing_identity(
+                    conn, variation, listing, marketplace_id=marketplace_id
+                )
                 answer = _refreshed_quantity(conn, before, listing, written, identity)
                 if answer is None:
                     # A newer change was kept (or the variation went meanwhile): answer what
@@ -209,13 +212,17 @@ def _refreshed_quantity(
     row = written.rows.get(before.variation.id)
     if row is None or written.skipped_newer:
         return None
+    # Only marketplace 1's listing rewrites the variation's SKU and state.
+    feed_written = before.marketplace_id == FIRST_MARKETPLACE_ID
     return Quantity(
         variation_id=before.variation.id,
         marketplace_id=before.marketplace_id,
         reference_id=identity.get("reference_id", before.variation.reference_id),
         reference_uuid=identity.get("reference_uuid", before.variation.reference_uuid),
-        sku=listing.sku if listing.sku is not None else before.sku,
-        publication_state=(listing.state if listing.state is not None else before.state),
+        sku=listing.sku if feed_written and listing.sku is not None else before.sku,
+        publication_state=(
+            listing.state if feed_written and listing.state is not None else before.state
+        ),
         quantity=row.listed_stock,
         locked_stock=row.locked_stock,
         available_stock=row.available_stock,

@@ -57,6 +57,8 @@ class StoredStock:
     locked_stock: int | None
     available_stock: int | None
     last_synced_at: datetime | None
+    # The listing's or offer's id on the marketplace as last found (`marketplace_stock`).
+    listing_reference: str | None = None
     # Read for a refresh only: the variation's listed stock on its other marketplaces.
     other_listed_stock: int = 0
     # The database clock at the read (a refresh's cutoff; the reference of `age_seconds`).
@@ -76,11 +78,15 @@ class StoredStock:
 
     def listing_ref(self) -> mp.ListingRef:
         """How live calls name the variation's listing on this marketplace: marketplace 1 by
-        `reference_uuid`/`reference_id`, any other by the variation's SKU. Conflict when
-        there is neither."""
+        `reference_uuid`/`reference_id`, any other by the listing reference stored when the
+        listing was last found there, else (never found yet) by the variation's SKU. Conflict
+        when there is neither."""
         if self.marketplace_id == FIRST_MARKETPLACE_ID:
             return mp.ListingRef(reference=self.variation.listing_ref)
         sku = (self.sku or "").strip()
+        reference = (self.listing_reference or "").strip()
+        if reference:
+            return mp.ListingRef(reference=reference, sku=sku or None)
         if not sku:
             raise Conflict(
                 f"variation {self.variation.id} has no SKU to find its listing on marketplace "
@@ -164,6 +170,7 @@ def _stored_of(
         locked_stock=row.locked_stock,
         available_stock=row.available_stock,
         last_synced_at=row.last_synced_at,
+        listing_reference=row.listing_reference,
         other_listed_stock=other_listed_stock,
         read_at=read_at,
     )
@@ -267,6 +274,7 @@ def _stored_columns(marketplace_id: sa.BindParameter[int]) -> list[sa.ColumnElem
         stock_table.c.locked_stock,
         stock_table.c.available_stock,
         stock_table.c.last_synced_at,
+        stock_table.c.listing_reference,
     ]
 
 
@@ -299,17 +307,22 @@ def observation_of(
         reference_id=(
             str(listing.listing_id) if listing.listing_id is not None else variation.reference_id
         ),
+        listing_reference=listing.id,
     )
 
 
 async def remember_listing_identity(
-    conn: AsyncConnection, variation: VariationRef, listing: mp.Listing
+    conn: AsyncConnection, variation: VariationRef, listing: mp.Listing, *, marketplace_id: int
 ) -> dict[str, Any]:
     """Fill in a missing reference, so the next call can use the UUID Back Market prefers.
 
+    Marketplace 1 only: the variation's reference columns are its listing's there; another
+    marketplace's listing id is kept on the stock row (`StockObservation.listing_reference`).
     Returns the columns written (none, usually).
     """
     values: dict[str, Any] = {}
+    if marketplace_id != FIRST_MARKETPLACE_ID:
+        return values
     if not variation.reference_uuid:
         values["reference_uuid"] = listing.id
     if not variation.reference_id and listing.listing_id is not None:

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.config import FIRST_MARKETPLACE_ID
 from app.db import in_transaction, is_mysql
 from app.models import ChangeType
 from app.services.locks import HeldLock, LockLost
@@ -42,9 +43,25 @@ class BatchOutcome:
     imported: int = 0
     written: StockWriteResult = field(default_factory=StockWriteResult)
     matched_variation_ids: list[int] = field(default_factory=list)
+    # SKU -> variations carrying it, for the SKUs this run had not yet found ambiguous.
+    new_ambiguous: dict[str, int] = field(default_factory=dict)
 
     def add_to(self, run: Run) -> None:
-        """Count the batch in `run`: the fields of `runs.BATCH_COUNTERS`."""
+        """Count the batch in `run`: the fields of `runs.BATCH_COUNTERS`, and one error entry
+        per SKU first found ambiguous."""
+        for sku, carriers in sorted(self.new_ambiguous.items()):
+            run.add_error(
+                {
+                    "kind": "ambiguous_sku",
+                    "sku": sku,
+                    "variations": carriers,
+                    "message": (
+                        f"SKU {sku!r} is carried by {carriers} variations: none of them "
+                        "follows the listing"
+                    ),
+                }
+            )
+        run.ambiguous_sku += len(self.new_ambiguous)
         run.matched += self.matched
         run.unknown_listings += self.unknown
         run.imported += self.imported
@@ -95,6 +112,7 @@ class BatchWriter:
         outcome.add_to(run)
         for variation_id in outcome.matched_variation_ids:
             self.state.matched_variations.add(variation_id)
+        self.state.ambiguous_skus.update(outcome.new_ambiguous)
         LISTINGS_APPLIED.labels("updated").inc(outcome.written.updated)
         LISTINGS_APPLIED.labels("unchanged").inc(outcome.written.unchanged)
         LISTINGS_APPLIED.labels("skipped_newer").inc(outcome.written.skipped_newer)
@@ -106,9 +124,16 @@ class BatchWriter:
         if not batch:
             return outcome
         run = self.state.run
-        matches = await match_listings(conn, batch)
+        matches = await match_listings(
+            conn, batch, by_sku=run.marketplace_id != FIRST_MARKETPLACE_ID
+        )
         outcome.matched = len({observed.listing.id for observed in matches.assigned.values()})
         outcome.unknown = len(matches.unknown)
+        outcome.new_ambiguous = {
+            sku: carriers
+            for sku, carriers in matches.ambiguous.items()
+            if sku not in self.state.ambiguous_skus
+        }
 
         # A variation already written by an earlier batch of this run keeps that value.
         targets = {
@@ -130,6 +155,7 @@ class BatchWriter:
                 publication_state=observed.listing.state,
                 not_changed_since=observed.cutoff,
                 reference_id=reference_of(observed.listing),
+                listing_reference=observed.listing.id,
             )
             for variation_id, observed in sorted(targets.items())
         ]

@@ -1,13 +1,15 @@
 """Which variation follows which listing: set-based per batch, plus the import of unknown ones.
 
-A variation follows a listing by `variation.reference_uuid = listing.id` (preferred) or
-`variation.reference_id = listing.listing_id`.
+Marketplace 1: a variation follows a listing by `variation.reference_uuid = listing.id`
+(preferred) or `variation.reference_id = listing.listing_id`. Every other marketplace: by
+`variation.sku` = the listing's SKU, both trimmed, compared exactly; a SKU that two or more
+variations carry matches none of them (`Matches.ambiguous`), a listing without SKU none at all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +39,8 @@ class Matches:
 
     assigned: dict[int, Observed]
     unknown: list[Observed]
+    # SKU -> how many variations carry it, for the batch's SKUs that match more than one.
+    ambiguous: dict[str, int] = field(default_factory=dict)
 
 
 class VariationIdSet:
@@ -65,15 +69,14 @@ class VariationIdSet:
         return self._count
 
 
-async def match_listings(conn: AsyncConnection, batch: list[Observed]) -> Matches:
-    """Match a batch's listings to variations; a UUID match beats a listing_id match."""
-    # A listing repeated within the batch (the catalogue shifted between pages): the copy
-    # from the later-requested page is the newer one.
-    by_uuid: dict[str, Observed] = {}
-    for observed in batch:
-        kept = by_uuid.get(observed.listing.id)
-        if kept is None or observed.cutoff >= kept.cutoff:
-            by_uuid[observed.listing.id] = observed
+async def match_listings(
+    conn: AsyncConnection, batch: list[Observed], *, by_sku: bool = False
+) -> Matches:
+    """Match a batch's listings to variations: by reference (marketplace 1; a UUID match beats
+    a listing_id match), or `by_sku` (every other marketplace)."""
+    by_uuid = _newest_copies(batch)
+    if by_sku:
+        return await _match_by_sku(conn, by_uuid)
     by_listing_id = {
         str(observed.listing.listing_id): observed
         for observed in by_uuid.values()
@@ -101,6 +104,73 @@ async def match_listings(conn: AsyncConnection, batch: list[Observed]) -> Matche
     matched_listings = {observed.listing.id for observed in assigned.values()}
     unknown = [observed for uuid_, observed in by_uuid.items() if uuid_ not in matched_listings]
     return Matches(assigned=assigned, unknown=unknown)
+
+
+def _newest_copies(batch: list[Observed]) -> dict[str, Observed]:
+    """The batch's listings by id. A listing repeated within the batch (the catalogue shifted
+    between pages): the copy from the later-requested page is the newer one."""
+    by_id: dict[str, Observed] = {}
+    for observed in batch:
+        kept = by_id.get(observed.listing.id)
+        if kept is None or observed.cutoff >= kept.cutoff:
+            by_id[observed.listing.id] = observed
+    return by_id
+
+
+async def _match_by_sku(conn: AsyncConnection, by_id: dict[str, Observed]) -> Matches:
+    """Each listing to the one variation carrying its SKU; a SKU on several variations, or a
+    listing without SKU, matches none. Two listings with one SKU: the variation follows the one
+    read last (the newer), as the same listing read twice does."""
+    by_sku: dict[str, Observed] = {}
+    unknown: list[Observed] = []
+    for observed in by_id.values():
+        sku = sku_key(observed.listing.sku)
+        if not sku:
+            unknown.append(observed)
+            continue
+        kept = by_sku.get(sku)
+        if kept is not None:
+            # The other copy is known to no variation under this SKU: counted as unknown.
+            if observed.cutoff >= kept.cutoff:
+                unknown.append(kept)
+            else:
+                unknown.append(observed)
+                continue
+        by_sku[sku] = observed
+
+    carriers: dict[str, list[int]] = {}
+    for variation_id, sku in await variations_by_sku(conn, list(by_sku)):
+        # The IN list found it by the database's collation (case-insensitive on MySQL): keep
+        # only the exact matches.
+        key = sku_key(sku)
+        if key in by_sku:
+            carriers.setdefault(key, []).append(variation_id)
+
+    assigned: dict[int, Observed] = {}
+    ambiguous: dict[str, int] = {}
+    for sku, observed in by_sku.items():
+        variation_ids = carriers.get(sku, [])
+        if len(variation_ids) == 1:
+            assigned[variation_ids[0]] = observed
+        elif variation_ids:
+            ambiguous[sku] = len(variation_ids)
+        else:
+            unknown.append(observed)
+    return Matches(assigned=assigned, unknown=unknown, ambiguous=ambiguous)
+
+
+async def variations_by_sku(conn: AsyncConnection, skus: Sequence[str]) -> list[tuple[int, str]]:
+    """(id, sku) of every variation whose SKU is one of `skus`: all of them, so that a SKU
+    carried twice is seen as such."""
+    found: list[tuple[int, str]] = []
+    for start in range(0, len(skus), MATCH_CHUNK):
+        rows = await conn.execute(
+            sa.select(variation_table.c.id, variation_table.c.sku).where(
+                variation_table.c.sku.in_(skus[start : start + MATCH_CHUNK])
+            )
+        )
+        found.extend((row.id, row.sku) for row in rows)
+    return found
 
 
 async def variations_by(
@@ -147,6 +217,11 @@ async def import_variations(conn: AsyncConnection, unknown: list[Observed]) -> d
         for variation_id, _, reference_uuid in created
         if match_key(reference_uuid) in by_key
     }
+
+
+def sku_key(value: str | None) -> str:
+    """A SKU as matched: trimmed, case kept."""
+    return (value or "").strip()
 
 
 def match_key(value: str | None) -> str:

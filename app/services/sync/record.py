@@ -19,8 +19,10 @@ import sqlalchemy as sa
 from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.config import FIRST_MARKETPLACE_ID
 from app.db import transaction
 from app.models import RunStatus
+from app.services.stock import stock_table
 from app.services.sync import runs
 from app.services.sync.matching import VariationIdSet, variation_table
 from app.services.sync.runs import Run
@@ -50,6 +52,8 @@ class RunState:
     markets: list[str]
     import_unknown: bool
     matched_variations: VariationIdSet = field(default_factory=VariationIdSet)
+    # The SKUs found on several variations so far: each is counted and reported once a run.
+    ambiguous_skus: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
 
 
@@ -110,25 +114,44 @@ class RunRecorder:
             log.exception("bulk sync progress callback failed")
 
     async def _count_not_found(self) -> int:
-        """Variations with a Back Market reference that no listing of the complete feed matched.
+        """Variations with a reference on the marketplace that no listing of the complete feed
+        matched: marketplace 1's `reference_id`/`reference_uuid`, another marketplace's stored
+        listing reference (a variation it never matched has none, and is not counted).
 
-        Counted, never changed: absence from a feed is not evidence of zero stock.
+        Counted, never changed: absence from a feed is not evidence of zero stock. Every
+        variation a run matches has its reference stored by the run itself (a dry run stores
+        nothing: there the count leaves out the variations matched for the first time).
         """
-        has_reference = sa.or_(
-            sa.and_(
-                variation_table.c.reference_id.is_not(None), variation_table.c.reference_id != ""
-            ),
-            sa.and_(
-                variation_table.c.reference_uuid.is_not(None),
-                variation_table.c.reference_uuid != "",
-            ),
-        )
-        async with self.engine.connect() as conn:
-            referenced = (
-                await conn.execute(
-                    sa.select(sa.func.count()).select_from(variation_table).where(has_reference)
+        marketplace_id = self.state.run.marketplace_id
+        if marketplace_id == FIRST_MARKETPLACE_ID:
+            referenced_query = (
+                sa.select(sa.func.count())
+                .select_from(variation_table)
+                .where(
+                    sa.or_(
+                        sa.and_(
+                            variation_table.c.reference_id.is_not(None),
+                            variation_table.c.reference_id != "",
+                        ),
+                        sa.and_(
+                            variation_table.c.reference_uuid.is_not(None),
+                            variation_table.c.reference_uuid != "",
+                        ),
+                    )
                 )
-            ).scalar_one()
+            )
+        else:
+            referenced_query = (
+                sa.select(sa.func.count())
+                .select_from(stock_table)
+                .where(
+                    stock_table.c.marketplace_id == marketplace_id,
+                    stock_table.c.listing_reference.is_not(None),
+                    stock_table.c.listing_reference != "",
+                )
+            )
+        async with self.engine.connect() as conn:
+            referenced = (await conn.execute(referenced_query)).scalar_one()
             await conn.rollback()
         return max(0, int(referenced) - len(self.state.matched_variations))
 

@@ -14,8 +14,9 @@ import logging
 from contextlib import AsyncExitStack, aclosing
 from datetime import timedelta
 
+from app.config import FIRST_MARKETPLACE_ID
 from app.db import describe_error, transaction
-from app.errors import Conflict
+from app.errors import Conflict, InvalidRequest
 from app.logs import log_context
 from app.services.context import ServiceContext
 from app.services.locks import HeldLock, LockLost
@@ -44,9 +45,19 @@ from app.services.sync.stale import close_dead_runs, take_bulk_lock
 log = logging.getLogger(__name__)
 
 
-async def check_syncable(ctx: ServiceContext, *, marketplace_id: int) -> Marketplace:
+async def check_syncable(
+    ctx: ServiceContext, *, marketplace_id: int, import_unknown: bool = False
+) -> Marketplace:
     """The marketplace's adapter; InvalidRequest (422) unless the marketplace exists and is
-    configured, SyncDisabled (409) when its `sync_enabled` is 0."""
+    configured, and for `import_unknown` on a marketplace other than 1; SyncDisabled (409)
+    when its `sync_enabled` is 0."""
+    if import_unknown and marketplace_id != FIRST_MARKETPLACE_ID:
+        # An imported variation takes marketplace 1's listing fields (reference, SKU, state),
+        # which only marketplace 1's feed may write.
+        raise InvalidRequest(
+            f"import_unknown is for marketplace {FIRST_MARKETPLACE_ID} only: marketplace "
+            f"{marketplace_id} matches existing variations by SKU and creates none"
+        )
     async with ctx.engine.connect() as conn:
         name = await marketplace_name(conn, marketplace_id)
         check_marketplace(name, marketplace_id)
@@ -74,7 +85,9 @@ async def run_bulk_sync(
     batch and at the end. Both get a copy of the run.
     """
     marketplace_id = options.marketplace_id
-    marketplace = await check_syncable(ctx, marketplace_id=marketplace_id)
+    marketplace = await check_syncable(
+        ctx, marketplace_id=marketplace_id, import_unknown=options.import_unknown
+    )
     markets = list(marketplace.feeds)
     async with AsyncExitStack() as stack:
         held = await take_bulk_lock(ctx, stack, marketplace_id=marketplace_id)

@@ -31,7 +31,9 @@ class BulkSyncRunner:
         return sum(1 for task in self._tasks if not task.done())
 
     async def start(self, options: SyncOptions) -> tuple[Run, asyncio.Task[Run]]:
-        await check_syncable(self.ctx, marketplace_id=options.marketplace_id)
+        await check_syncable(
+            self.ctx, marketplace_id=options.marketplace_id, import_unknown=options.import_unknown
+        )
         started: asyncio.Future[Run] = asyncio.get_running_loop().create_future()
 
         def on_started(run: Run) -> None:

@@ -37,6 +37,7 @@ BATCH_COUNTERS = (
     "updated",
     "unchanged",
     "skipped_newer",
+    "ambiguous_sku",
 )
 
 
@@ -62,6 +63,8 @@ class Run(BaseModel):
     not_found: int = 0
     unknown_listings: int = 0
     imported: int = 0
+    # Distinct SKUs the run found on two or more variations (marketplaces matched by SKU).
+    ambiguous_sku: int = 0
     errors: list[dict[str, Any]] = Field(default_factory=list)
     markets: dict[str, dict[str, Any]] = Field(default_factory=dict)
     summary: str | None = None
@@ -101,6 +104,7 @@ def _columns(run: Run) -> dict[str, Any]:
         "not_found": run.not_found,
         "unknown_listings": run.unknown_listings,
         "imported": run.imported,
+        "ambiguous_sku": run.ambiguous_sku,
         "markets": json.dumps(run.markets, sort_keys=True),
         "error_details": json.dumps(run.errors) if run.errors else None,
         "summary": run.summary,
@@ -160,6 +164,7 @@ def run_from_row(row: Any) -> Run:
         not_found=row["not_found"],
         unknown_listings=row["unknown_listings"],
         imported=row["imported"],
+        ambiguous_sku=row["ambiguous_sku"],
         errors=_errors_from(row["error_details"]),
         markets=markets if isinstance(markets, dict) else {},
         summary=row["summary"],
