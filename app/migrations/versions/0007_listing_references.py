@@ -2,7 +2,7 @@
 `ambiguous_sku` count.
 
 Revision ID: 0007
-Revises: 0003
+Revises: 0004
 Create Date: 2027-01-10
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from app.migrations.helpers import ensure_table
 
 revision = "0007"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
