@@ -1,8 +1,8 @@
 """Matching by SKU: the listing or offer id found per (variation, marketplace), and a run's
 `ambiguous_sku` count.
 
-Revision ID: 0007
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2027-01-10
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 from app.migrations.helpers import ensure_table
 
-revision = "0007"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
