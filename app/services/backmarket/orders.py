@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -20,6 +20,7 @@ from app.services.backmarket.budget import CallKind
 from app.services.backmarket.errors import BadResponse
 from app.services.backmarket.pages import MAX_PAGE_SIZE, PagedEndpoint, fetch_page
 from app.services.backmarket.transport import Transport
+from app.services.marketplace.times import format_time, parse_time
 from app.services.marketplace.types import OrderLine
 
 ORDERS_PATH = "/ws/orders"
@@ -84,26 +85,6 @@ def _line(order_id: int, body: Any, *, modified_at: datetime | None) -> OrderLin
         sold=state not in UNSOLD_LINE_STATES,
         order_changed_at=modified_at,
     )
-
-
-def parse_time(value: object) -> datetime | None:
-    """RFC 3339 (a time without zone counts as UTC) to naive UTC; None when absent or unreadable."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment
-
-
-def format_time(moment: datetime) -> str:
-    """Naive UTC (or aware) to RFC 3339 with a Z."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment.isoformat(timespec="microseconds") + "Z"
 
 
 ORDERS = PagedEndpoint(

@@ -17,10 +17,11 @@ from typing import Any
 
 from app.services.marketplace.budget import CallKind
 from app.services.marketplace.errors import IncompleteFeed, MarketplaceError
+from app.services.marketplace.times import format_time
 from app.services.marketplace.types import ListingPage, OrderLinesPage
 from app.services.refurbed.methods import LIST_OFFERS, LIST_ORDERS, MAX_PAGE_SIZE
 from app.services.refurbed.offers import offer_page
-from app.services.refurbed.orders import format_time, orders_page
+from app.services.refurbed.orders import orders_page
 from app.services.refurbed.transport import Transport
 
 OFFERS_FEED = "offers"

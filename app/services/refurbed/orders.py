@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from app.services.marketplace.errors import BadResponse
+from app.services.marketplace.times import parse_time
 from app.services.marketplace.types import OrderLine
 from app.services.refurbed.answers import UnexpectedShape, as_int
 
@@ -31,26 +32,6 @@ ORDER_ITEM_STATES = {
 # The states in which an item is a sale that took a unit; REJECTED, CANCELLED and RETURNED
 # gave it back (or never took it).
 SOLD_STATES = frozenset({"NEW", "ACCEPTED", "SHIPPED"})
-
-
-def parse_time(value: object) -> datetime | None:
-    """RFC 3339 (a time without zone counts as UTC) to naive UTC; None when absent or unreadable."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment
-
-
-def format_time(moment: datetime) -> str:
-    """Naive UTC (or aware) to RFC 3339 with a Z, as a `google.protobuf.Timestamp` travels."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment.isoformat(timespec="microseconds") + "Z"
 
 
 def order_lines(body: object) -> tuple[list[OrderLine], datetime | None]:
