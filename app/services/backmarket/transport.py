@@ -19,29 +19,20 @@ what is safe to retry.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from functools import partial
+from typing import Any, TypeVar
 
 import httpx
 from prometheus_client import Counter
 
 from app.config import Settings
-from app.services.backmarket.answers import (
-    Failure,
-    UnexpectedShape,
-    json_or_none,
-    judge_response,
-    judge_shape,
-    judge_transport_error,
-    transport_outcome,
-)
-from app.services.backmarket.budget import CallKind, Clock, PausedTooLong, RequestBudget, Sleep
-from app.services.backmarket.errors import BackMarketError, RateLimited
+from app.services.backmarket.answers import judge_response, judge_shape
+from app.services.backmarket.budget import CallKind, Clock, RequestBudget, Sleep
+from app.services.marketplace.transport import Reply, RetryingTransport
+
+__all__ = ["REQUESTS_COUNTER", "Reply", "Transport", "body_as_is", "request_target"]
 
 # The whole client logs under the package's name, so one logger setting covers it.
 logger = logging.getLogger("app.services.backmarket")
@@ -56,17 +47,6 @@ REQUESTS_COUNTER = Counter(
 ValueT = TypeVar("ValueT")
 
 
-@dataclass(slots=True)
-class Reply(Generic[ValueT]):
-    """A non-HTML 2xx whose body `parse` accepted; `value` is what it made of the body."""
-
-    response: httpx.Response
-    body: Any
-    value: ValueT
-    sent_at: datetime
-    attempts: int
-
-
 def body_as_is(body: Any) -> Any:
     """A `parse` that accepts any body, for a caller that judges the body itself."""
     return body
@@ -77,15 +57,14 @@ def request_target(path: str, params: httpx.QueryParams | None) -> str:
     return f"{path}?{params}" if params else path
 
 
-class Transport:
+class Transport(RetryingTransport):
     """Sends requests for one client: one budget, one pause after a 429, one set of counters."""
 
     # Cloudflare blocks for 10 s after a 429 and does not always say so.
     default_rate_limit_pause_seconds: float = 10.0
-    backoff_base_seconds: float = 0.5
-    backoff_cap_seconds: float = 30.0
-    # Longer waits fail the call instead: a sync run or an API request must not hang for minutes.
-    max_retry_wait_seconds: float = 60.0
+    # Cloudflare's challenge and a refused connection prove the update was not processed.
+    retry_unsent_update = True
+    paused_reason = "the client is paused for another {remaining:.1f}s after a 429"
 
     def __init__(
         self,
@@ -98,34 +77,27 @@ class Transport:
         clock: Clock,
         sleep: Sleep,
     ) -> None:
+        token = settings.backmarket_token.get_secret_value() if settings.backmarket_token else None
+        super().__init__(
+            marketplace_id=marketplace_id,
+            http=http,
+            token=token,
+            budget=budget,
+            max_attempts=settings.backmarket_max_attempts,
+            max_in_flight=max_in_flight,
+            clock=clock,
+            sleep=sleep,
+            judge_response=judge_response,
+            judge_shape=judge_shape,
+            counter=REQUESTS_COUNTER,
+            logger=logger,
+        )
         self._settings = settings
-        self._marketplace_id = marketplace_id
-        self._http = http
-        self._budget = budget
-        self._clock = clock
-        self._sleep = sleep
-        self._random = random.Random()
-        # Requests wait here before taking a budget slot, so none then waits for a pooled
-        # connection after its send time was logged.
-        self._in_flight = asyncio.Semaphore(max_in_flight)
-        self._token = (
-            settings.backmarket_token.get_secret_value() if settings.backmarket_token else None
-        ) or None
-        self._stats: dict[str, int] = {}
-        self.requests_total = 0
 
     @property
     def base_url(self) -> httpx.URL:
         """Where every request goes: a `next` link is only ever read for its path and query."""
         return self._http.base_url
-
-    def stats(self) -> dict[str, int]:
-        """Requests sent so far, keyed "METHOD /path/template outcome"."""
-        return dict(self._stats)
-
-    def scrub(self, text: str) -> str:
-        """`text` without the token."""
-        return text.replace(self._token, "[token]") if self._token else text
 
     async def request(
         self,
@@ -146,84 +118,23 @@ class Transport:
         body that is not what the endpoint promises. `repeatable=False` (the update POST)
         retries only answers that prove the request was not processed.
         """
-        target = request_target(path, params)
-        max_attempts = self._settings.backmarket_max_attempts
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response, sent_at = await self._send_once(
-                    method,
-                    path,
-                    endpoint=endpoint,
-                    market=market,
-                    params=params,
-                    json_body=json_body,
-                    attempt=attempt,
-                    kind=kind,
-                )
-            except PausedTooLong as paused:
-                raise RateLimited(
-                    f"{method} {target} not sent: the client is paused for another "
-                    f"{paused.remaining:.1f}s after a 429",
-                    endpoint=endpoint,
-                    attempts=attempt - 1,
-                    retry_after=paused.remaining,
-                ) from None
-            except httpx.TransportError as exc:
-                failure = judge_transport_error(
-                    exc, method=method, target=target, repeatable=repeatable, scrub=self.scrub
-                )
-            else:
-                body = json_or_none(response)
-                judged = judge_response(
-                    response,
-                    body,
-                    method=method,
-                    target=target,
-                    repeatable=repeatable,
-                    scrub=self.scrub,
-                )
-                if judged is None:
-                    try:
-                        value = parse(body)
-                    except UnexpectedShape as problem:
-                        judged = judge_shape(
-                            response,
-                            body,
-                            problem,
-                            method=method,
-                            target=target,
-                            repeatable=repeatable,
-                            scrub=self.scrub,
-                        )
-                    else:
-                        return Reply(response, body, value, sent_at, attempt)
-                failure = judged
-
-            if failure.kind is RateLimited:
-                if failure.retry_after is None:
-                    failure.retry_after = self.default_rate_limit_pause_seconds
-                self._budget.pause_until(self._clock() + failure.retry_after)
-
-            wait_too_long = (failure.retry_after or 0.0) > self.max_retry_wait_seconds
-            if not failure.retryable or attempt >= max_attempts or wait_too_long:
-                raise _error(failure, endpoint=endpoint, attempts=attempt)
-
-            delay = self._backoff(attempt)
-            if failure.retry_after is not None and failure.kind is not RateLimited:
-                delay = max(delay, failure.retry_after)
-            logger.warning(
-                "%s [%s]; attempt %d of %d in %.2fs (request id %s)",
-                failure.message,
-                market,
-                attempt + 1,
-                max_attempts,
-                delay,
-                failure.request_id,
-            )
-            # A 429's own pause is waited out in the budget, shared with every other call.
-            await self._sleep(delay)
+        send = partial(
+            self._http.request,
+            method,
+            path,
+            params=params,
+            json=json_body,
+            headers=self._headers(market),
+        )
+        return await self._send_with_retries(
+            send,
+            call=f"{method} {request_target(path, params)}",
+            endpoint=endpoint,
+            parse=parse,
+            repeatable=repeatable,
+            kind=kind,
+            log_tag=f" [{market}]",
+        )
 
     def _headers(self, market: str) -> dict[str, str]:
         headers = {
@@ -235,84 +146,3 @@ class Transport:
         if self._token is not None:
             headers["Authorization"] = f"Basic {self._token}"
         return headers
-
-    def _record(self, endpoint: str, outcome: str) -> None:
-        key = f"{endpoint} {outcome}"
-        self._stats[key] = self._stats.get(key, 0) + 1
-        REQUESTS_COUNTER.labels(
-            marketplace_id=str(self._marketplace_id), endpoint=endpoint, outcome=outcome
-        ).inc()
-
-    def _backoff(self, attempt: int) -> float:
-        ceiling = min(self.backoff_cap_seconds, self.backoff_base_seconds * 2 ** (attempt - 1))
-        return self._random.uniform(0.0, ceiling)
-
-    async def _send_once(
-        self,
-        method: str,
-        path: str,
-        *,
-        endpoint: str,
-        market: str,
-        params: httpx.QueryParams | None,
-        json_body: dict[str, int] | None,
-        attempt: int,
-        kind: CallKind,
-    ) -> tuple[httpx.Response, datetime]:
-        target = request_target(path, params)
-        async with self._in_flight:
-            await self._budget.acquire(max_pause=self.max_retry_wait_seconds, kind=kind)
-            sent_at = datetime.now(UTC)
-            started = self._clock()
-            self.requests_total += 1
-            try:
-                response = await self._http.request(
-                    method, path, params=params, json=json_body, headers=self._headers(market)
-                )
-            except httpx.TransportError as exc:
-                outcome = transport_outcome(exc)
-                self._record(endpoint, outcome)
-                logger.debug(
-                    "%s %s [%s] -> %s (%s) after %.3fs, attempt %d",
-                    method,
-                    target,
-                    market,
-                    outcome,
-                    type(exc).__name__,
-                    self._clock() - started,
-                    attempt,
-                )
-                raise
-        self._record(endpoint, str(response.status_code))
-        logger.debug(
-            "%s %s [%s] -> %d in %.3fs, attempt %d",
-            method,
-            target,
-            market,
-            response.status_code,
-            self._clock() - started,
-            attempt,
-        )
-        return response, sent_at
-
-
-def _error(failure: Failure, *, endpoint: str, attempts: int) -> BackMarketError:
-    message = f"{failure.message} (after {attempts} attempt{'s' if attempts != 1 else ''})"
-    if failure.request_id:
-        message += f" [request id {failure.request_id}]"
-    if failure.kind is RateLimited:
-        return RateLimited(
-            message,
-            endpoint=endpoint,
-            status=failure.status,
-            request_id=failure.request_id,
-            attempts=attempts,
-            retry_after=failure.retry_after,
-        )
-    return failure.kind(
-        message,
-        endpoint=endpoint,
-        status=failure.status,
-        request_id=failure.request_id,
-        attempts=attempts,
-    )

@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import enum
 import math
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
+from app.services.marketplace import answers as common
+from app.services.marketplace.answers import (
+    MAY_HAVE_APPLIED,
+    Failure,
+    Scrub,
+    UnexpectedShape,
+    as_int,
+    json_or_none,
+    parse_retry_after,
+)
 from app.services.marketplace.errors import (
     BadResponse,
     MarketplaceError,
@@ -29,9 +36,22 @@ from app.services.marketplace.errors import (
     Unavailable,
 )
 
-Scrub = Callable[[str], str]
-
-_INT_PATTERN = re.compile(r"-?[0-9]+")
+__all__ = [
+    "Failure",
+    "RateLimitHeaders",
+    "RpcCode",
+    "UnexpectedShape",
+    "as_int",
+    "describe_body",
+    "entry_error",
+    "error_kind",
+    "json_or_none",
+    "judge_response",
+    "judge_shape",
+    "parse_retry_after",
+    "request_id_of",
+    "rpc_code_of",
+]
 
 
 class RpcCode(enum.IntEnum):
@@ -87,28 +107,6 @@ _CODE_OF_HTTP_STATUS = {
 }
 
 
-def as_int(value: object) -> int | None:
-    """An int from an int or an integer string (int64 fields travel as strings); else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and _INT_PATTERN.fullmatch(value.strip()):
-        return int(value.strip())
-    return None
-
-
-class UnexpectedShape(ValueError):
-    """A 2xx body that is not what the method promises; `str()` says what is wrong."""
-
-
-def json_or_none(response: httpx.Response) -> object:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
 def rpc_code_of(response: httpx.Response, body: object) -> RpcCode:
     """The answer's google.rpc code: its `Status` body's, else the one its HTTP status maps from."""
     if isinstance(body, Mapping):
@@ -121,51 +119,24 @@ def rpc_code_of(response: httpx.Response, body: object) -> RpcCode:
     return RpcCode.UNAVAILABLE if status >= 500 else RpcCode.INVALID_ARGUMENT
 
 
+def _describe_status(body: Mapping[str, Any]) -> str | None:
+    message = body.get("message")
+    return repr(message.strip()) if isinstance(message, str) and message.strip() else None
+
+
+def _is_html_page(response: httpx.Response) -> bool:
+    return bool(response.content) and "html" in response.headers.get("content-type", "").lower()
+
+
 def describe_body(response: httpx.Response, body: object) -> str:
     """A short account of an answer's body for messages; the caller scrubs it."""
-    if isinstance(body, Mapping):
-        message = body.get("message")
-        if isinstance(message, str) and message.strip():
-            text = repr(message.strip())
-        else:
-            text = "a JSON object with keys " + ", ".join(sorted(map(str, body))[:10])
-    elif isinstance(body, str):
-        text = repr(body)
-    elif isinstance(body, list):
-        text = f"a JSON list of {len(body)} items"
-    elif body is not None:
-        text = f"the JSON value {body!r}"
-    elif not response.content:
-        text = "an empty body"
-    elif "html" in response.headers.get("content-type", "").lower():
-        text = "an HTML page"
-    else:
-        text = "a body that is not JSON"
-    return text if len(text) <= 300 else text[:297] + "..."
+    return common.describe_body(
+        response, body, describe_object=_describe_status, is_html=_is_html_page
+    )
 
 
 def request_id_of(response: httpx.Response) -> str | None:
     return response.headers.get("x-request-id")
-
-
-def parse_retry_after(value: str | None, *, wall_now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None if absent."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, moment.timestamp() - wall_now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,49 +172,6 @@ def _unix_time(value: str | None) -> float | None:
     return moment if math.isfinite(moment) and moment > 0 else None
 
 
-@dataclass(slots=True)
-class Failure:
-    """An answer (or transport error) that is not success: what to raise, and whether to retry."""
-
-    kind: type[MarketplaceError]
-    message: str
-    retryable: bool
-    status: int | None = None
-    request_id: str | None = None
-    retry_after: float | None = None
-
-
-def transport_outcome(exc: httpx.TransportError) -> str:
-    """The outcome label of a request that got no answer."""
-    if isinstance(exc, httpx.TimeoutException):
-        return "timeout"
-    if isinstance(exc, httpx.ConnectError):
-        return "connect_error"
-    return "network_error"
-
-
-def _surely_not_sent(exc: httpx.TransportError) -> bool:
-    """True when the request cannot have reached the server (nothing was written)."""
-    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-
-
-_MAY_HAVE_APPLIED = ": the update may or may not have been applied"
-
-
-def judge_transport_error(
-    exc: httpx.TransportError, *, call: str, repeatable: bool, scrub: Scrub
-) -> Failure:
-    what = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
-    detail = scrub(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-    if not repeatable and not _surely_not_sent(exc):
-        return Failure(
-            OutcomeUnknown,
-            f"{call} {what} after the request may have been sent ({detail})" + _MAY_HAVE_APPLIED,
-            retryable=False,
-        )
-    return Failure(Unavailable, f"{call} {what} ({detail})", retryable=repeatable)
-
-
 def error_kind(code: RpcCode) -> type[MarketplaceError]:
     """The error a google.rpc code stands for, on a read."""
     if code is RpcCode.RESOURCE_EXHAUSTED:
@@ -275,7 +203,7 @@ def judge_response(
     kind = RateLimited if status == 429 else error_kind(code)
     if kind is Unavailable or (status >= 500 and kind is BadResponse):
         if not repeatable:
-            return Failure(OutcomeUnknown, answered + _MAY_HAVE_APPLIED, False, status, request_id)
+            return Failure(OutcomeUnknown, answered + MAY_HAVE_APPLIED, False, status, request_id)
         return Failure(Unavailable, answered, True, status, request_id)
     # A 429 was refused before it was processed: the account is paused, and a read tries again.
     retryable = repeatable and kind is RateLimited
@@ -301,15 +229,14 @@ def judge_shape(
     repeatable: bool,
     scrub: Scrub,
 ) -> Failure:
-    """A 2xx whose body is not what the method promises.
-
-    A read is retried like a 5xx; an update never is: Refurbed may have applied it whatever the
-    body says.
-    """
-    status = response.status_code
-    answered = scrub(f"{call} answered {status} but {problem}: {describe_body(response, body)}")
-    if not repeatable:
-        return Failure(
-            OutcomeUnknown, answered + _MAY_HAVE_APPLIED, False, status, request_id_of(response)
-        )
-    return Failure(BadResponse, answered, True, status, request_id_of(response))
+    """A 2xx whose body is not what the method promises: retried on a read, OutcomeUnknown on
+    UpdateOffer (Refurbed may have applied it whatever the body says)."""
+    return common.judge_shape(
+        problem,
+        status=response.status_code,
+        call=call,
+        described=describe_body(response, body),
+        request_id=request_id_of(response),
+        repeatable=repeatable,
+        scrub=scrub,
+    )

@@ -20,37 +20,26 @@ honour the rate-limit headers, retry what is safe to retry.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from functools import partial
+from typing import Any, TypeVar
 
 import httpx
 from prometheus_client import Counter
 
-from app.services.marketplace.budget import (
-    CallKind,
-    Clock,
-    PausedTooLong,
-    RequestBudget,
-    Sleep,
-)
-from app.services.marketplace.errors import MarketplaceError, RateLimited
+from app.services.marketplace.budget import CallKind, Clock, RequestBudget, Sleep
+from app.services.marketplace.transport import Reply, RetryingTransport
 from app.services.refurbed.answers import (
     Failure,
     RateLimitHeaders,
-    UnexpectedShape,
-    json_or_none,
     judge_response,
     judge_shape,
-    judge_transport_error,
     parse_retry_after,
-    transport_outcome,
 )
 from app.services.refurbed.methods import RpcMethod
+
+__all__ = ["REQUESTS_COUNTER", "Reply", "Transport"]
 
 # The whole adapter logs under the package's name, so one logger setting covers it.
 logger = logging.getLogger("app.services.refurbed")
@@ -64,26 +53,14 @@ REQUESTS_COUNTER = Counter(
 ValueT = TypeVar("ValueT")
 
 
-@dataclass(slots=True)
-class Reply(Generic[ValueT]):
-    """A 2xx whose body `parse` accepted; `value` is what it made of the body."""
-
-    response: httpx.Response
-    body: Any
-    value: ValueT
-    sent_at: datetime
-    attempts: int
-
-
-class Transport:
+class Transport(RetryingTransport):
     """Sends the calls of one Refurbed account: one budget, one pause, one token."""
 
     # Refurbed publishes no numbers; without a Reset or Retry-After this is how long a 429 holds.
     default_rate_limit_pause_seconds: float = 10.0
-    backoff_base_seconds: float = 0.5
-    backoff_cap_seconds: float = 30.0
-    # Longer waits fail the call instead: a sync run or an API request must not hang for minutes.
-    max_retry_wait_seconds: float = 60.0
+    # UpdateOffer is sent once, whatever the transport error.
+    retry_unsent_update = False
+    paused_reason = "the account is paused for another {remaining:.1f}s by Refurbed's rate limit"
 
     def __init__(
         self,
@@ -98,29 +75,22 @@ class Transport:
         wall_clock: Clock,
         sleep: Sleep,
     ) -> None:
-        self._marketplace_id = marketplace_id
-        self._http = http
-        self._token = token or None
-        self._budget = budget
-        self._max_attempts = max_attempts
-        self._clock = clock
+        super().__init__(
+            marketplace_id=marketplace_id,
+            http=http,
+            token=token,
+            budget=budget,
+            max_attempts=max_attempts,
+            max_in_flight=max_in_flight,
+            clock=clock,
+            sleep=sleep,
+            judge_response=judge_response,
+            judge_shape=judge_shape,
+            counter=REQUESTS_COUNTER,
+            logger=logger,
+        )
         self._wall_clock = wall_clock
-        self._sleep = sleep
-        self._random = random.Random()
-        # Calls wait here before taking a budget slot, so none then waits for a pooled
-        # connection after its send time was logged.
-        self._in_flight = asyncio.Semaphore(max_in_flight)
-        self._stats: dict[str, int] = {}
-        self.requests_total = 0
         self.last_rate_limit: RateLimitHeaders | None = None
-
-    def stats(self) -> dict[str, int]:
-        """Requests sent so far, keyed "Service/Method outcome"."""
-        return dict(self._stats)
-
-    def scrub(self, text: str) -> str:
-        """`text` without the token."""
-        return text.replace(self._token, "[token]") if self._token else text
 
     async def call(
         self,
@@ -136,65 +106,16 @@ class Transport:
         `parse` turns the JSON body into the method's value and raises UnexpectedShape for a body
         that is not what the method promises.
         """
-        call = f"POST {method.path}"
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response, sent_at = await self._send_once(method, body, attempt=attempt, kind=kind)
-            except PausedTooLong as paused:
-                raise RateLimited(
-                    f"{call} not sent: the account is paused for another "
-                    f"{paused.remaining:.1f}s by Refurbed's rate limit",
-                    endpoint=method.endpoint,
-                    attempts=attempt - 1,
-                    retry_after=paused.remaining,
-                ) from None
-            except httpx.TransportError as exc:
-                failure = judge_transport_error(
-                    exc, call=call, repeatable=repeatable, scrub=self.scrub
-                )
-            else:
-                answer = json_or_none(response)
-                judged = judge_response(
-                    response, answer, call=call, repeatable=repeatable, scrub=self.scrub
-                )
-                if judged is None:
-                    try:
-                        value = parse(answer)
-                    except UnexpectedShape as problem:
-                        judged = judge_shape(
-                            response,
-                            answer,
-                            problem,
-                            call=call,
-                            repeatable=repeatable,
-                            scrub=self.scrub,
-                        )
-                    else:
-                        return Reply(response, answer, value, sent_at, attempt)
-                failure = judged
-                if failure.kind is RateLimited:
-                    failure.retry_after = self._pause_after_429(response)
-                    self._budget.pause_until(self._clock() + failure.retry_after)
+        return await self._send_with_retries(
+            partial(self._http.post, method.path, json=body, headers=self._headers()),
+            call=f"POST {method.path}",
+            endpoint=method.endpoint,
+            parse=parse,
+            repeatable=repeatable,
+            kind=kind,
+        )
 
-            wait_too_long = (failure.retry_after or 0.0) > self.max_retry_wait_seconds
-            if not failure.retryable or attempt >= self._max_attempts or wait_too_long:
-                raise _error(failure, endpoint=method.endpoint, attempts=attempt)
-
-            delay = self._backoff(attempt)
-            logger.warning(
-                "%s; attempt %d of %d in %.2fs (request id %s)",
-                failure.message,
-                attempt + 1,
-                self._max_attempts,
-                delay,
-                failure.request_id,
-            )
-            # A 429's own pause is waited out in the budget, shared with every other call.
-            await self._sleep(delay)
-
-    def _pause_after_429(self, response: httpx.Response) -> float:
+    def _rate_limit_pause(self, response: httpx.Response, failure: Failure) -> float:
         """Seconds the account holds after a 429: to the reset, else Retry-After, else default."""
         wall_now = self._wall_clock()
         to_reset = RateLimitHeaders.of(response).seconds_to_reset(wall_now=wall_now)
@@ -205,7 +126,7 @@ class Transport:
             return retry_after
         return self.default_rate_limit_pause_seconds
 
-    def _honour_rate_limit_headers(self, response: httpx.Response) -> None:
+    def _after_answer(self, response: httpx.Response) -> None:
         """No send before the reset once an answer says the window has nothing left."""
         headers = RateLimitHeaders.of(response)
         if headers.limit is None and headers.remaining is None and headers.reset is None:
@@ -221,69 +142,3 @@ class Transport:
         if self._token is not None:
             headers["Authorization"] = f"Plain {self._token}"
         return headers
-
-    def _record(self, endpoint: str, outcome: str) -> None:
-        key = f"{endpoint} {outcome}"
-        self._stats[key] = self._stats.get(key, 0) + 1
-        REQUESTS_COUNTER.labels(
-            marketplace_id=str(self._marketplace_id), endpoint=endpoint, outcome=outcome
-        ).inc()
-
-    def _backoff(self, attempt: int) -> float:
-        ceiling = min(self.backoff_cap_seconds, self.backoff_base_seconds * 2 ** (attempt - 1))
-        return self._random.uniform(0.0, ceiling)
-
-    async def _send_once(
-        self, method: RpcMethod, body: Mapping[str, Any], *, attempt: int, kind: CallKind
-    ) -> tuple[httpx.Response, datetime]:
-        async with self._in_flight:
-            await self._budget.acquire(max_pause=self.max_retry_wait_seconds, kind=kind)
-            sent_at = datetime.now(UTC)
-            started = self._clock()
-            self.requests_total += 1
-            try:
-                response = await self._http.post(method.path, json=body, headers=self._headers())
-            except httpx.TransportError as exc:
-                outcome = transport_outcome(exc)
-                self._record(method.endpoint, outcome)
-                logger.debug(
-                    "POST %s -> %s (%s) after %.3fs, attempt %d",
-                    method.path,
-                    outcome,
-                    type(exc).__name__,
-                    self._clock() - started,
-                    attempt,
-                )
-                raise
-        self._record(method.endpoint, str(response.status_code))
-        self._honour_rate_limit_headers(response)
-        logger.debug(
-            "POST %s -> %d in %.3fs, attempt %d",
-            method.path,
-            response.status_code,
-            self._clock() - started,
-            attempt,
-        )
-        return response, sent_at
-
-
-def _error(failure: Failure, *, endpoint: str, attempts: int) -> MarketplaceError:
-    message = f"{failure.message} (after {attempts} attempt{'s' if attempts != 1 else ''})"
-    if failure.request_id:
-        message += f" [request id {failure.request_id}]"
-    if failure.kind is RateLimited:
-        return RateLimited(
-            message,
-            endpoint=endpoint,
-            status=failure.status,
-            request_id=failure.request_id,
-            attempts=attempts,
-            retry_after=failure.retry_after,
-        )
-    return failure.kind(
-        message,
-        endpoint=endpoint,
-        status=failure.status,
-        request_id=failure.request_id,
-        attempts=attempts,
-    )
