@@ -19,14 +19,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
 from app.config import FIRST_MARKETPLACE_ID, Settings
 from app.services.backmarket.answers import UnexpectedShape, describe_body, request_id_of
-from app.services.backmarket.budget import BudgetSnapshot, CallKind, Clock, RequestBudget, Sleep
+from app.services.backmarket.budget import CallKind, Clock, Sleep
 from app.services.backmarket.errors import BackMarketError, BadResponse, OutcomeUnknown
 from app.services.backmarket.listing import (
     ENDPOINT_GET_LISTING,
@@ -43,6 +42,7 @@ from app.services.backmarket.listing import (
 from app.services.backmarket.orders import OrderPage, iter_order_pages
 from app.services.backmarket.pages import MAX_PAGE_SIZE, PagedEndpoint, iter_pages
 from app.services.backmarket.transport import Transport, body_as_is
+from app.services.marketplace.account import AccountConnection
 
 # The whole client logs under the package's name, so one logger setting covers it.
 logger = logging.getLogger("app.services.backmarket")
@@ -65,12 +65,8 @@ def _listing_of(body: Any) -> Listing:
         raise UnexpectedShape(str(exc)) from None
 
 
-class BackMarketClient:
+class BackMarketClient(AccountConnection):
     """One HTTP client for Back Market, shared by every caller of the process."""
-
-    # A little over 10 s, so that network jitter between our send times and the server's arrival
-    # times cannot squeeze one request too many into the server's 10 s window.
-    window_seconds: float = 10.2
 
     def __init__(
         self,
@@ -84,30 +80,20 @@ class BackMarketClient:
         self._settings = settings
         self._default_market = settings.backmarket_markets[0]
         max_connections = settings.backmarket_page_concurrency + 8
-        self._owns_http = http is None
-        if http is None:
-            http = httpx.AsyncClient(
-                base_url=settings.backmarket_base_url,
-                timeout=httpx.Timeout(
-                    settings.backmarket_read_timeout_seconds,
-                    connect=settings.backmarket_connect_timeout_seconds,
-                ),
-                limits=httpx.Limits(
-                    max_connections=max_connections,
-                    max_keepalive_connections=max_connections,
-                ),
-            )
-        self._http = http
-        self._budget = RequestBudget(
+        super().__init__(
             marketplace_id=marketplace_id,
-            max_requests=settings.backmarket_requests_per_10s,
-            window=self.window_seconds,
+            http=http,
+            base_url=settings.backmarket_base_url,
+            read_timeout_seconds=settings.backmarket_read_timeout_seconds,
+            connect_timeout_seconds=settings.backmarket_connect_timeout_seconds,
+            max_connections=max_connections,
+            requests_per_window=settings.backmarket_requests_per_10s,
             clock=clock,
             sleep=sleep,
         )
         self._transport = Transport(
             settings,
-            http=http,
+            http=self._http,
             budget=self._budget,
             marketplace_id=marketplace_id,
             max_in_flight=max_connections,
@@ -160,33 +146,9 @@ class BackMarketClient:
             f"markets={self._settings.backmarket_markets!r}, requests_total={self.requests_total})"
         )
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this object built it; a client handed in stays open."""
-        if self._owns_http:
-            await self._http.aclose()
-
     def stats(self) -> dict[str, int]:
         """Requests sent so far, keyed "METHOD /path/template outcome"."""
         return self._transport.stats()
-
-    def budget_snapshot(self) -> BudgetSnapshot:
-        """The request budget now: sends in the current window, the reserve, waiters by kind."""
-        return self._budget.snapshot()
-
-    def paused_for(self) -> float:
-        """Seconds left of the client-wide pause that followed a 429 (0 when not paused)."""
-        return self._budget.paused_for()
 
     # -- public calls -------------------------------------------------------------------------
 

@@ -74,23 +74,6 @@ class Reply(Generic[ValueT]):
     attempts: int
 
 
-def build_http_client(
-    *,
-    base_url: str,
-    read_timeout_seconds: float,
-    connect_timeout_seconds: float,
-    max_connections: int,
-) -> httpx.AsyncClient:
-    """The HTTP client of one account, when the caller hands none in."""
-    return httpx.AsyncClient(
-        base_url=base_url,
-        timeout=httpx.Timeout(read_timeout_seconds, connect=connect_timeout_seconds),
-        limits=httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        ),
-    )
-
-
 class RetryingTransport:
     """Sends the requests of one account: one budget, one pause after a 429, one set of counters."""
 

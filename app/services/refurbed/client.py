@@ -17,12 +17,12 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
-from app.services.marketplace.budget import BudgetSnapshot, CallKind, Clock, RequestBudget, Sleep
+from app.services.marketplace.account import AccountConnection
+from app.services.marketplace.budget import CallKind, Clock, Sleep
 from app.services.marketplace.errors import MarketplaceError, NotFound
 from app.services.marketplace.protocol import MarketplaceKind
 from app.services.marketplace.types import (
@@ -83,13 +83,10 @@ def batch_results(body: Any, *, refs: Sequence[ListingRef]) -> list[OfferResult]
     return entries
 
 
-class RefurbedMarketplace:
+class RefurbedMarketplace(AccountConnection):
     """One Refurbed merchant account, shared by every caller of the process."""
 
     kind: MarketplaceKind = "refurbed"
-    # A little over 10 s, so that network jitter between our send times and the server's arrival
-    # times cannot squeeze one request too many into the server's window.
-    window_seconds: float = 10.2
 
     def __init__(
         self,
@@ -115,26 +112,20 @@ class RefurbedMarketplace:
         self._name = name
         self._base_url = base_url.rstrip("/")
         self.updates_per_hour = updates_per_hour
-        self._owns_http = http is None
-        if http is None:
-            http = httpx.AsyncClient(
-                base_url=self._base_url,
-                timeout=httpx.Timeout(read_timeout_seconds, connect=connect_timeout_seconds),
-                limits=httpx.Limits(
-                    max_connections=max_in_flight, max_keepalive_connections=max_in_flight
-                ),
-            )
-        self._http = http
-        self._budget = RequestBudget(
+        super().__init__(
             marketplace_id=marketplace_id,
-            max_requests=requests_per_10s,
-            window=self.window_seconds,
+            http=http,
+            base_url=self._base_url,
+            read_timeout_seconds=read_timeout_seconds,
+            connect_timeout_seconds=connect_timeout_seconds,
+            max_connections=max_in_flight,
+            requests_per_window=requests_per_10s,
             clock=clock,
             sleep=sleep,
         )
         self.transport = Transport(
             marketplace_id=marketplace_id,
-            http=http,
+            http=self._http,
             token=token,
             budget=self._budget,
             max_attempts=max_attempts,
@@ -166,29 +157,6 @@ class RefurbedMarketplace:
             f"RefurbedMarketplace(id={self._id}, base_url={self._base_url!r}, "
             f"requests_total={self.requests_total})"
         )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this object built it; a client handed in stays open."""
-        if self._owns_http:
-            await self._http.aclose()
-
-    def budget_snapshot(self) -> BudgetSnapshot:
-        return self._budget.snapshot()
-
-    def paused_for(self) -> float:
-        """Seconds left of the account-wide pause a 429 or an exhausted window set."""
-        return self._budget.paused_for()
 
     def rate_limit(self) -> RateLimitHeaders | None:
         """The `X-RateLimit-*` headers of the last answer that carried them."""
