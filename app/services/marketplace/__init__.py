@@ -6,6 +6,10 @@
 * `budget`: `RequestBudget`, the per-account request budget, and `CallKind` (who a call is for).
 * `registry`: `MarketplaceRegistry`, marketplace id -> adapter, built once by the wiring.
 
+What the HTTP adapters share, imported by them only: `transport` (`RetryingTransport`, one
+request with retries within the budget), `answers` (the vendor-neutral reading of an answer),
+`account` (`AccountConnection`, an account's HTTP client and budget) and `times` (RFC 3339).
+
 Adapters live beside this package (`app.services.backmarket`, `app.services.refurbed`); the use
 cases import only this one.
 """
