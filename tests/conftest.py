@@ -39,6 +39,14 @@ SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 # example, so the minutes Hypothesis spends shrinking it are skipped.
 hypothesis_settings.register_profile("mutmut", phases=[Phase.explicit, Phase.reuse, Phase.generate])
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "watcher_off(reason): the service runs without its orders watcher (the reason says why)",
+    )
+
+
 DATA_TABLES = (
     "marketplace_stock_history",
     "marketplace_stock",
@@ -128,7 +136,15 @@ async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-def make_settings(db_url: str) -> Callable[..., Settings]:
+def watcher_off(request: pytest.FixtureRequest) -> bool:
+    """Whether the service runs without its orders watcher: the watcher runs at its default
+    (first poll at start-up) unless the test, its module (`pytestmark`) or its folder (an
+    override of this fixture) says `@pytest.mark.watcher_off("why")`."""
+    return request.node.get_closest_marker("watcher_off") is not None
+
+
+@pytest.fixture
+def make_settings(db_url: str, watcher_off: bool) -> Callable[..., Settings]:
     """Settings for the test's database; keyword overrides win."""
 
     def build(**overrides: Any) -> Settings:
@@ -138,10 +154,10 @@ def make_settings(db_url: str) -> Callable[..., Settings]:
             "backmarket_token": "sim-token",
             "backmarket_user_agent": "BM-Tests-StockSync;tests@example.com",
             "sync_interval_minutes": 0,
-            # Tests poll the orders watcher themselves (container.watcher.poll()).
-            "order_sync_interval_seconds": 0,
             "run_migrations_on_startup": False,
         }
+        if watcher_off:
+            values["order_sync_interval_seconds"] = 0
         values.update(overrides)
         return Settings(**values)
 

@@ -119,6 +119,7 @@ async def test_the_page_queue_depth_shows_pages_waiting_for_the_writer(
     assert value(after, "bulk_sync_page_queue_depth") == 0
 
 
+@pytest.mark.watcher_off("polls the watcher itself; a scheduled poll would move the lag")
 async def test_watcher_lag_counts_from_the_last_successful_poll_not_a_failed_one(
     service: Any,
 ) -> None:

@@ -12,6 +12,8 @@ import pytest
 from app.http_limits import BIGINT_MAX, INT_MAX, MAX_BODY_BYTES, BodySizeLimitMiddleware
 from tests.quantity.support import add_linked_listing, requests_sent, stock_row
 
+pytestmark = pytest.mark.watcher_off('counts every request to the simulator ("sends nothing")')
+
 VARIATION_ID = 7
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
+
+pytestmark = pytest.mark.watcher_off('counts every request to the simulator ("sends nothing")')
 
 
 async def test_add_quantity_body_without_json_content_type_is_422_and_sends_nothing(

@@ -14,6 +14,13 @@ from tests.orders.support import WATCHER_TABLES
 
 
 @pytest.fixture
+def watcher_off() -> bool:
+    """These tests poll the watcher themselves (`polled`) and count its calls: a scheduled poll
+    would race theirs. The scheduled tests set ORDER_SYNC_INTERVAL_SECONDS themselves."""
+    return True
+
+
+@pytest.fixture
 def simulator_config() -> SimulatorConfig:
     # A "timeout" is Cloudflare's 524 after timeout_fault_s: the client's retries go at once.
     return SimulatorConfig(

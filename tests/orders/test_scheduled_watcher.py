@@ -9,12 +9,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.main import create_app
+from app.services.orders import watcher as watcher_module
 from tests.orders.support import (
     another_process,
     follow,
@@ -83,7 +85,11 @@ async def test_stopping_the_app_during_a_scheduled_poll_ends_the_poll_and_keeps_
     make_settings: Callable[..., Settings],
     simulator_app: FastAPI,
     simulator: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The poll held in the simulator outlasts the watcher's grace, well within the lifespan
+    # manager's shutdown timeout.
+    monkeypatch.setattr(watcher_module, "SHUTDOWN_GRACE_SECONDS", 0.5)
     settings = make_settings(backmarket_requests_per_10s=10_000, order_sync_interval_seconds=60)
     followed = await follow(SimpleNamespace(simulator=simulator, engine=engine), 0, quantity=5)
     placed = simulator.place_order(followed.listing_id, 1)

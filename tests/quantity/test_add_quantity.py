@@ -26,6 +26,8 @@ from tests.quantity.support import (
     variation_row,
 )
 
+pytestmark = pytest.mark.watcher_off('counts every request to the simulator ("sends nothing")')
+
 ADD_RESULT_FIELDS = {
     "variation_id",
     "marketplace_id",

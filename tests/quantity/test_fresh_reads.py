@@ -26,6 +26,10 @@ from tests.quantity.support import (
 )
 from tests.quantity.test_refresh_cost import counted
 
+pytestmark = pytest.mark.watcher_off(
+    "counts the requests and statements of a read; a poll would add its own"
+)
+
 BATCH_FIELDS = {
     "variation_id",
     "marketplace_id",

@@ -25,6 +25,8 @@ from tests.quantity.support import (
     update_calls,
 )
 
+pytestmark = pytest.mark.watcher_off('counts every request to the simulator ("sends nothing")')
+
 keys_table = table_of(IdempotencyKey)
 
 

@@ -22,6 +22,10 @@ from tests.quantity.support import (
     variation_row,
 )
 
+pytestmark = pytest.mark.watcher_off(
+    'counts every request to the simulator ("without calling Back Market")'
+)
+
 QUANTITY_FIELDS = {
     "variation_id",
     "marketplace_id",

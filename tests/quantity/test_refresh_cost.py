@@ -22,6 +22,10 @@ from app.db import is_mysql
 from app.models import MarketplaceStock, Variation, table_of
 from tests.quantity.support import START_QUANTITY, LinkedListing, seed_stock
 
+pytestmark = pytest.mark.watcher_off(
+    "counts the statements and connections of a refresh; a poll would add its own"
+)
+
 # (backend, case) -> most statements one GET /variations/{id}/quantity may run. MySQL: GET_LOCK,
 # the read before the GET (checks, stored row and database clock together), the stock
 # write, RELEASE_LOCK. SQLite: no lock statements, a BEGIN IMMEDIATE per transaction instead.

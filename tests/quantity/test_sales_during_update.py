@@ -35,6 +35,8 @@ from tests.quantity.support import (
     update_calls,
 )
 
+pytestmark = pytest.mark.watcher_off("counts every request to the simulator")
+
 ORDER_TABLES = ("backmarket_order_lines", "backmarket_stock_additions", "backmarket_order_watch")
 
 

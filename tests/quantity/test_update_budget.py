@@ -22,6 +22,8 @@ from tests.quantity.support import (
     update_calls,
 )
 
+pytestmark = pytest.mark.watcher_off("counts every request to the simulator")
+
 updates_table = table_of(ListingUpdateBudget)
 BUDGET = 2
 

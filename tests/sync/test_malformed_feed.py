@@ -18,6 +18,10 @@ from tests.conftest import ServiceHarness, running_harness
 from tests.quantity.support import add_linked_listing
 from tests.sync.support import add_stock, add_variation, link, stock_row, sync
 
+pytestmark = pytest.mark.watcher_off(
+    "counts the simulator's requests; a scheduled orders read would be one more"
+)
+
 PageRewrite = Callable[[int, dict[str, Any]], dict[str, Any]]
 UpdateAnswer = Callable[[httpx.Request], httpx.Response | None]
 

@@ -53,7 +53,7 @@ async def test_interval_zero_turns_the_schedule_off(service: Any) -> None:
 
     assert schedule["enabled"] is False
     assert schedule["next_run_at"] is None
-    assert scheduler_of(service).scheduler.get_jobs() == []
+    assert scheduler_of(service).scheduler.get_job(JOB_ID) is None
 
 
 @pytest.mark.parametrize("settings_overrides", [SIX_HOURS])

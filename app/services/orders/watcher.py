@@ -95,7 +95,12 @@ class OrdersWatcher:
             self._poll_unless_disabled(unless_polled_within=recent), name="orders watcher poll"
         )
         try:
-            await polling
+            # Shielded: only `shutdown` cancels a poll, once. A poll cancelled by the job too
+            # would be cancelled twice, and on SQLite a second cancel while SQLAlchemy closes the
+            # connection of the first leaves that close waiting forever: the process never ends.
+            await asyncio.shield(polling)
+        except asyncio.CancelledError:
+            log.info("orders poll interrupted by shutdown")
         except Exception:
             # The job must keep its schedule; the next poll reads the same orders again.
             log.exception("orders poll crashed")
@@ -111,7 +116,13 @@ class OrdersWatcher:
             # query can leave aiosqlite's worker thread waiting on a result nobody reads.
             await asyncio.wait([running], timeout=SHUTDOWN_GRACE_SECONDS)
             if not running.done():
+                log.info(
+                    "orders poll still running %.0f s into shutdown: cancelled",
+                    SHUTDOWN_GRACE_SECONDS,
+                )
                 running.cancel()
+                # Awaited to its end, never cancelled again (`asyncio.wait` does not pass a
+                # cancellation of this shutdown on to the poll).
                 await asyncio.wait([running])
         self._scheduled = None
 

@@ -73,4 +73,6 @@ class BulkSyncRunner:
             task.cancel()
         if tasks:
             log.warning("shutdown: interrupting %d bulk sync run(s)", len(tasks))
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Not `gather`: a cancellation of this shutdown must not cancel the runs a second
+            # time (on SQLite that can leave a connection's close waiting forever).
+            await asyncio.wait(tasks)
