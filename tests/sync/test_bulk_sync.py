@@ -598,3 +598,24 @@ async def test_a_batch_committed_whose_answer_was_lost_still_counts_in_the_faile
     assert (run.matched, run.updated) == (1, 1)
     stored = await scalar(engine, "SELECT updated FROM stock_sync_logs WHERE id = :id", id=run.id)
     assert stored == 1
+
+
+async def test_a_cancelled_shutdown_does_not_cancel_the_runs_a_second_time(service: Any) -> None:
+    # On SQLite a second cancel while the first one's statement runs leaves a connection's
+    # close pending forever; the runner cancels each run once and waits for it.
+    runner = service.app.state.container.runner
+    hold = service.simulator.hold("/ws/listings", page=2)
+    started = (await service.http.post("/sync/bulk")).json()["run"]
+    await service.simulator.wait_held(hold)
+    (run_task,) = runner._tasks
+
+    shutdown = asyncio.create_task(runner.shutdown())
+    await asyncio.sleep(0)  # the shutdown cancels the run and waits for it
+    shutdown.cancel()  # e.g. a lifespan manager's shutdown timeout
+    await asyncio.gather(shutdown, return_exceptions=True)
+
+    assert run_task.cancelling() == 1
+    service.simulator.release(hold)
+    await asyncio.wait([run_task])
+    finished = await wait_for_run(service, started["id"])
+    assert finished["status"] == "failed"
