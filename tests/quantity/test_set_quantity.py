@@ -29,6 +29,8 @@ from tests.quantity.support import (
 )
 from tests.quantity.test_sales_during_update import empty_order_tables, operational_error
 
+pytestmark = pytest.mark.watcher_off('counts every request to the simulator ("sends nothing")')
+
 SET_RESULT_FIELDS = {
     "variation_id",
     "marketplace_id",

@@ -17,6 +17,8 @@ from tests.quantity.support import history_rows, insert_variation, stock_row
 from tests.quantity.test_sales_during_update import empty_order_tables
 from tests.quantity.test_set_quantity import put
 
+pytestmark = pytest.mark.watcher_off("counts every request to the Back Market simulator")
+
 REFURBED = 4
 TOKEN = "refurbed-test-token"
 SKU = "SKU-0000003"
