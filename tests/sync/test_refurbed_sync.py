@@ -20,6 +20,8 @@ from simulator.refurbed.config import RefurbedSimulatorConfig
 from simulator.refurbed.testing import RunningRefurbedSimulator
 from tests.sync.support import add_stock, add_variation, identity
 
+pytestmark = pytest.mark.watcher_off("counts every request to the Refurbed simulator")
+
 REFURBED = 4
 TOKEN = "refurbed-sync-token"
 OFFERS = 250

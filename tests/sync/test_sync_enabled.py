@@ -6,12 +6,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.services.sync import run_scheduled_sync, runs
 from tests.conftest import SECOND_ACCOUNT, TwoAccounts
 from tests.sync.support import link, sync
+
+pytestmark = pytest.mark.watcher_off(
+    "drives the scheduled sync and poll itself and counts each run's calls"
+)
 
 
 async def set_sync_enabled(engine: AsyncEngine, marketplace_id: int, enabled: bool) -> None:

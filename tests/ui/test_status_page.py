@@ -378,6 +378,7 @@ async def test_the_set_form_without_its_csrf_token_is_refused_and_sends_nothing(
     assert service.simulator.quantity_of(linked.listing_uuid) == 4
 
 
+@pytest.mark.watcher_off("asserts that no poll has run yet")
 async def test_page_shows_every_configured_marketplace_and_starts_the_one_asked_for(
     two_accounts: TwoAccounts,
 ) -> None:
