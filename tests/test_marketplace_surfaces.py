@@ -1,16 +1,28 @@
-"""Two Back Market accounts configured side by side, through the running service: every watcher
-in `GET /sync/orders`, and one account paused by 429s never holding up the other's live read."""
+"""Accounts configured side by side, through the running service: every watcher in
+`GET /sync/orders`, and one account paused by 429s (a second Back Market account, Refurbed)
+never holding up Back Market's live read."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from prometheus_client import REGISTRY
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.config import MarketplaceVariables, Settings
 from app.services.marketplace import ListingRef, RateLimited
-from tests.conftest import SECOND_ACCOUNT, TwoAccounts
+from simulator.refurbed.app import create_refurbed_simulator_app
+from simulator.refurbed.config import RefurbedSimulatorConfig
+from tests.conftest import SECOND_ACCOUNT, ServiceHarness, TwoAccounts, running_harness
 from tests.sync.support import link
+
+pytestmark = pytest.mark.watcher_off(
+    "polls the watchers itself, counts budget waits, and Refurbed admits one call an hour"
+)
 
 
 async def test_orders_status_keeps_marketplace_1_at_the_top_and_lists_every_watcher(
@@ -91,3 +103,63 @@ async def test_an_account_paused_by_429s_does_not_delay_another_accounts_live_re
     assert waited_after - waited_before < 1.0
     assert registry.get(1).paused_for() == 0
     assert registry.get(SECOND_ACCOUNT).paused_for() > PAUSE_SECONDS / 2
+
+
+REFURBED = 4
+
+
+@pytest.fixture
+async def refurbed_beside(
+    engine: AsyncEngine,
+    make_settings: Callable[..., Settings],
+    settings_overrides: dict[str, Any],
+    simulator_app: FastAPI,
+) -> AsyncIterator[tuple[ServiceHarness, FastAPI]]:
+    """The service with marketplace 4 as Refurbed, whose simulator admits one call an hour."""
+    refurbed_app = create_refurbed_simulator_app(
+        RefurbedSimulatorConfig(offers=10, requests_per_window=1, rate_limit_window_s=3600)
+    )
+    settings = make_settings(
+        **settings_overrides,
+        marketplaces={
+            REFURBED: MarketplaceVariables(
+                kind="refurbed", token="sim-token", base_url="http://refurbed.test"
+            )
+        },
+    )
+    async with running_harness(
+        settings,
+        httpx.ASGITransport(app=simulator_app),
+        simulator_app,
+        marketplace_transports={REFURBED: httpx.ASGITransport(app=refurbed_app)},
+    ) as harness:
+        yield harness, refurbed_app
+
+
+async def test_refurbed_answering_429_to_everything_does_not_delay_a_back_market_live_read(
+    refurbed_beside: tuple[ServiceHarness, FastAPI],
+) -> None:
+    service, refurbed_app = refurbed_beside
+    registry = service.app.state.container.ctx.marketplaces
+    linked = await link(service.engine, service.simulator, 0)
+    service.simulator.set_quantity(linked.listing_uuid, 4)
+    refurbed = registry.get(REFURBED)
+    await refurbed.get_listing(ListingRef(sku="SKU-0000001"))  # the hour's one call
+    with pytest.raises(RateLimited):
+        await refurbed.get_listing(ListingRef(sku="SKU-0000002"))
+    sent = refurbed_app.state.sim.stats()["total_requests"]
+    granted_before, waited_before = live_wait(1)
+
+    read = await service.http.get(
+        f"/variations/{linked.variation_id}/quantity", params={"refresh": "true"}
+    )
+
+    granted_after, waited_after = live_wait(1)
+    assert refurbed.paused_for() > 60
+    # The first answer said Remaining 0 until the hour ends: the second call was not even sent.
+    assert sent == 1
+    assert read.status_code == 200, read.text
+    assert read.json()["quantity"] == 4
+    assert granted_after - granted_before >= 1
+    assert waited_after - waited_before < 1.0
+    assert registry.get(1).paused_for() == 0
