@@ -115,6 +115,10 @@ class Variation(SQLModel, table=True):
     updated_at: datetime | None = Field(
         default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True)
     )
+    # Set by the back office to delete softly: such a variation is neither matched nor written.
+    deleted_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True)
+    )
 
 
 class MarketplaceStock(SQLModel, table=True):
@@ -166,6 +170,10 @@ class MarketplaceStock(SQLModel, table=True):
         default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True)
     )
     updated_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True)
+    )
+    # Set by the back office to delete softly: such a row is neither written nor summed.
+    deleted_at: datetime | None = Field(
         default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True)
     )
 
@@ -312,6 +320,11 @@ class StockSyncLog(SQLModel, table=True):
         default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
     )
     markets: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    variations_resummed: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    # The run's `Drift`, as JSON.
+    drift: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     created_at: datetime | None = Field(
         default=None, sa_column=sa.Column(sa.TIMESTAMP, nullable=True)
     )

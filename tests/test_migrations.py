@@ -292,6 +292,27 @@ async def test_migration_rerun_without_its_version_stamp_changes_nothing(
     assert await schema_and_marketplaces(empty_database) == first
 
 
+async def test_migrations_add_the_soft_delete_columns_to_a_database_that_lacks_them(
+    empty_database: AsyncEngine,
+) -> None:
+    """A database migrated before the columns existed (not the seed's: it has them) gets them,
+    nullable, so soft-deleted rows behave the same on both."""
+    await run_migrations(empty_database)
+    async with empty_database.begin() as conn:
+        for table in ("variation", "marketplace_stock"):
+            await conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN deleted_at"))
+        await conn.execute(sa.text("UPDATE alembic_version SET version_num = '0006'"))
+
+    await run_migrations(empty_database)
+
+    async with empty_database.connect() as conn:
+        schema = await conn.run_sync(describe_schema)
+    for table in ("variation", "marketplace_stock"):
+        columns = {column[0]: column for column in schema[table]["columns"]}
+        assert "deleted_at" in columns, table
+        assert columns["deleted_at"][2] is True, table
+
+
 def test_contract_columns_above_are_the_ones_contract_md_lists(shared_dir: Path) -> None:
     contract = (shared_dir / "CONTRACT.md").read_text()
     database_section = contract.split("## Database", 1)[1].split("\n## ", 1)[0]

@@ -532,3 +532,40 @@ async def test_rows_kept_as_newer_are_counted_over_every_chunk(
     assert (result.skipped_newer, result.updated) == (5, 0)
     assert result.skipped_variation_ids == {1, 2, 3, 4, 5}
     assert set(result.rows) == {1, 2, 3, 4, 5}
+
+
+@pytest.mark.parametrize("change_type", list(ChangeType))
+async def test_every_observed_variation_gets_its_total_back_whatever_its_row_did(
+    engine: AsyncEngine, change_type: ChangeType
+) -> None:
+    """The watcher, a refresh, an addition: any observation re-sums, even an unchanged one."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text("INSERT INTO variation (id, listed_stock) VALUES (1, 5), (2, 8), (3, 99)")
+        )
+        await conn.execute(
+            sa.text(
+                "INSERT INTO marketplace_stock (variation_id, marketplace_id, listed_stock, "
+                "locked_stock, available_stock, last_api_quantity, deleted_at) VALUES "
+                "(1, 1, 4, 0, 4, 4, NULL), (1, 4, 8, 0, 8, NULL, NULL), "
+                "(2, 1, 3, 0, 3, 3, NULL), (2, 4, 5, 0, 5, NULL, NULL), "
+                "(3, 1, 3, 0, 3, 3, NULL), (3, 4, 40, 0, 40, NULL, '2026-01-01 00:00:00')"
+            )
+        )
+    observations = [
+        StockObservation(variation_id=i, quantity=q) for i, q in ((1, 4), (2, 3), (3, 3))
+    ]
+
+    async with transaction(engine) as conn:
+        written = await write_observations(
+            conn, marketplace_id=1, observations=observations, change_type=change_type
+        )
+
+    assert (written.updated, written.unchanged, written.resummed) == (0, 3, 2)
+    async with engine.connect() as conn:
+        totals = dict(
+            (
+                await conn.execute(sa.text("SELECT id, listed_stock FROM variation ORDER BY id"))
+            ).all()
+        )
+    assert totals == {1: 12, 2: 8, 3: 3}

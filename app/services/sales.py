@@ -43,7 +43,8 @@ async def variations_of_lines(
     conn: AsyncConnection, lines: Sequence[OrderLine], *, by_reference: bool = True
 ) -> dict[int, int]:
     """line id -> variation id: by `listing_id` = `variation.reference_id` (`by_reference`:
-    marketplace 1, whose listing ids the variations hold), else SKU = `sku`."""
+    marketplace 1, whose listing ids the variations hold), else SKU = `sku`; soft-deleted
+    variations aside."""
     listing_ids = sorted(
         {str(line.listing_id) for line in lines if by_reference and line.listing_id is not None}
     )
@@ -53,7 +54,10 @@ async def variations_of_lines(
     if listing_ids:
         rows = await conn.execute(
             sa.select(variation_table.c.id, variation_table.c.reference_id)
-            .where(variation_table.c.reference_id.in_(listing_ids))
+            .where(
+                variation_table.c.reference_id.in_(listing_ids),
+                variation_table.c.deleted_at.is_(None),
+            )
             .order_by(variation_table.c.id)
         )
         for variation_id, reference_id in rows:
@@ -61,7 +65,7 @@ async def variations_of_lines(
     if skus:
         rows = await conn.execute(
             sa.select(variation_table.c.id, variation_table.c.sku)
-            .where(variation_table.c.sku.in_(skus))
+            .where(variation_table.c.sku.in_(skus), variation_table.c.deleted_at.is_(None))
             .order_by(variation_table.c.id)
         )
         for variation_id, sku in rows:

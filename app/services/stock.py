@@ -1,10 +1,14 @@
 """The one place that writes stock. Bulk sync, refresh and add-quantity all go through it.
 
 After every write: `available_stock = max(0, listed_stock - locked_stock)` and
-`variation.listed_stock = SUM(marketplace_stock.listed_stock)` over its marketplaces;
-one history row per changed stock row, none for an unchanged one. Only marketplace 1's
-observations update `variation.sku` and `variation.state`: other marketplaces are matched by
-the SKU and never rewrite it.
+`variation.listed_stock = SUM(marketplace_stock.listed_stock)` over its marketplaces, for
+every variation observed, whether its own row changed or its total was wrong before (the back
+office's older code set totals directly); one history row per changed stock row, none for an
+unchanged one. Only marketplace 1's observations update `variation.sku` and
+`variation.state`: other marketplaces are matched by the SKU and never rewrite it.
+
+Soft-deleted rows (`deleted_at` set by the back office) are left alone: a deleted variation is
+not written at all, a deleted stock row is neither written nor summed.
 
 A write is set-based: one SELECT … FOR UPDATE of the rows, one multi-row upsert, one
 multi-row history insert, one UPDATE of the variations, whatever the batch size. The
@@ -68,12 +72,27 @@ class StockRow:
     last_synced_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class StockDifference:
+    """A stock row the write changed from a value other than the one observed (drift)."""
+
+    variation_id: int
+    stored: int
+    live: int
+    # When the marketplace last confirmed the stored value; None when it never did.
+    confirmed_at: datetime | None
+
+
 @dataclass
 class StockWriteResult:
     updated: int = 0
     unchanged: int = 0
     skipped_newer: int = 0
     created: int = 0
+    # Variations whose `listed_stock` total the write corrected.
+    resummed: int = 0
+    # The rows written whose stored listed stock differed from the observed one.
+    differences: list[StockDifference] = field(default_factory=list)
     # variation_id -> the row as it stands after the write (as it would, in a dry run)
     rows: dict[int, StockRow] = field(default_factory=dict)
     skipped_variation_ids: set[int] = field(default_factory=set)
@@ -117,6 +136,8 @@ async def write_observations(
         result.unchanged += chunk.unchanged
         result.skipped_newer += chunk.skipped_newer
         result.created += chunk.created
+        result.resummed += chunk.resummed
+        result.differences.extend(chunk.differences)
         result.rows.update(chunk.rows)
         result.skipped_variation_ids |= chunk.skipped_variation_ids
     return result
@@ -146,8 +167,10 @@ async def _write_chunk(
     writes_variation_feed = marketplace_id == FIRST_MARKETPLACE_ID
     for variation_id, obs in latest.items():
         if variation_id not in current:
-            continue  # the variation is gone (deleted meanwhile): nothing to attach stock to
+            continue  # the variation is gone or soft-deleted: nothing to attach stock to
         row = current[variation_id]
+        if row["stock_deleted_at"] is not None:
+            continue  # the back office deleted this row: it stays as it was
         has_stock = row["stock_id"] is not None
         reference = obs.listing_reference or (row["listing_reference"] if has_stock else None)
         if has_stock and reference is not None and reference != row["listing_reference"]:
@@ -189,8 +212,17 @@ async def _write_chunk(
         result.updated += 1
         if not has_stock:
             result.created += 1
-        if has_stock:
+        else:
             new_references.pop(row["stock_id"], None)
+            if row["listed_stock"] != after.listed_stock:
+                result.differences.append(
+                    StockDifference(
+                        variation_id=variation_id,
+                        stored=row["listed_stock"],
+                        live=after.listed_stock,
+                        confirmed_at=row["last_synced_at"],
+                    )
+                )
         upserts.append(
             {
                 "variation_id": variation_id,
@@ -260,9 +292,11 @@ async def _write_chunk(
                 )
             )
         )
-    changed_ids = [entry["variation_id"] for entry in history]
-    if changed_ids:
-        await conn.execute(_resum_statement(), {"ids": changed_ids, "now": now})
+    if current:
+        # Every variation observed, not only those whose row changed: a total the back
+        # office's older code set directly is wrong whatever this write did.
+        resummed = await conn.execute(_resum_statement(), {"ids": list(current), "now": now})
+        result.resummed = resummed.rowcount
     if feed_changes:
         await _update_sku_and_state(conn, feed_changes)
     return result
@@ -274,7 +308,7 @@ async def _lock_rows(
     """The variations and their stock rows, locked in one statement (variation rows first).
 
     Locking the variation rows serialises writers of one variation, so each computes its
-    listed_stock sum over what the others committed.
+    listed_stock sum over what the others committed. Soft-deleted variations are left out.
     """
     joined = variation_table.outerjoin(
         stock_table,
@@ -296,9 +330,10 @@ async def _lock_rows(
             stock_table.c.last_synced_at,
             stock_table.c.stock_changed_at,
             stock_table.c.listing_reference,
+            stock_table.c.deleted_at.label("stock_deleted_at"),
         )
         .select_from(joined)
-        .where(variation_table.c.id.in_(variation_ids))
+        .where(variation_table.c.id.in_(variation_ids), variation_table.c.deleted_at.is_(None))
         .order_by(variation_table.c.id)
     )
     if is_mysql(conn):
@@ -331,16 +366,31 @@ def _upsert_statement(conn: AsyncConnection) -> sa.Executable:
 
 
 def _resum_statement() -> sa.Executable:
-    """variation.listed_stock = SUM over its marketplaces, for the variations whose stock changed."""
-    summed = (
-        sa.select(sa.func.coalesce(sa.func.sum(stock_table.c.listed_stock), 0))
-        .where(stock_table.c.variation_id == variation_table.c.id)
-        .scalar_subquery()
-    )
+    """variation.listed_stock = SUM over its live stock rows, for those of `ids` whose total
+    differs; its row count is the number of variations corrected."""
+    summed = variation_total()
     return (
         sa.update(variation_table)
-        .where(variation_table.c.id.in_(sa.bindparam("ids", expanding=True)))
+        .where(
+            variation_table.c.id.in_(sa.bindparam("ids", expanding=True)),
+            sa.or_(
+                variation_table.c.listed_stock.is_(None), variation_table.c.listed_stock != summed
+            ),
+        )
         .values(listed_stock=summed, updated_at=sa.bindparam("now"))
+    )
+
+
+def variation_total() -> sa.ScalarSelect[Any]:
+    """The SUM of a variation's listed stock over its stock rows the back office did not
+    delete, correlated to `variation`."""
+    return (
+        sa.select(sa.func.coalesce(sa.func.sum(stock_table.c.listed_stock), 0))
+        .where(
+            stock_table.c.variation_id == variation_table.c.id,
+            stock_table.c.deleted_at.is_(None),
+        )
+        .scalar_subquery()
     )
 
 

@@ -66,7 +66,11 @@ class VariationStock:
 async def read_variation_stock(
     engine: AsyncEngine, *, variation_id: int, history_rows: int = HISTORY_ROWS
 ) -> VariationStock | None:
-    """The variation, its stock row per marketplace and its newest changes; None if unknown."""
+    """The variation, its stock row per marketplace and its newest changes; None if unknown.
+
+    What the back office soft-deleted is left out: a deleted variation is unknown, a deleted
+    stock row is not shown (nor counted in the variation's total).
+    """
     async with reading(engine) as conn:
         variation = (
             await conn.execute(
@@ -75,7 +79,9 @@ async def read_variation_stock(
                     variation_table.c.reference_id,
                     variation_table.c.reference_uuid,
                     variation_table.c.listed_stock,
-                ).where(variation_table.c.id == variation_id)
+                ).where(
+                    variation_table.c.id == variation_id, variation_table.c.deleted_at.is_(None)
+                )
             )
         ).first()
         if variation is None:
@@ -95,7 +101,9 @@ async def read_variation_stock(
                         marketplace_table, marketplace_table.c.id == stock_table.c.marketplace_id
                     )
                 )
-                .where(stock_table.c.variation_id == variation_id)
+                .where(
+                    stock_table.c.variation_id == variation_id, stock_table.c.deleted_at.is_(None)
+                )
                 .order_by(stock_table.c.marketplace_id)
             )
         ).all()

@@ -29,13 +29,14 @@ pytestmark = pytest.mark.watcher_off(
 # (backend, case) -> most statements one GET /variations/{id}/quantity may run. MySQL: GET_LOCK,
 # the read before the GET (checks, stored row and database clock together), the stock
 # write, RELEASE_LOCK. SQLite: no lock statements, a BEGIN IMMEDIATE per transaction instead.
+# An unchanged row still re-sums the variation's total (the back office may have set it wrong).
 STATEMENT_BUDGET = {
     ("mysql", "first"): 10,
     ("mysql", "changed"): 8,
-    ("mysql", "unchanged"): 6,
+    ("mysql", "unchanged"): 7,
     ("sqlite", "first"): 10,
     ("sqlite", "changed"): 8,
-    ("sqlite", "unchanged"): 6,
+    ("sqlite", "unchanged"): 7,
 }
 # MySQL: everything runs on the connection holding the variation's lock. SQLite: one short
 # connection before the GET, one after (none is held across it).

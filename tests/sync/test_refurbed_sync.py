@@ -184,6 +184,26 @@ async def test_a_sku_on_two_variations_matches_neither_and_is_reported_once(
     assert stored.json()["run"]["ambiguous_sku"] == 1
 
 
+async def test_a_sku_on_a_live_and_a_soft_deleted_variation_is_the_live_ones(
+    service: Any, refurbed: RunningRefurbedSimulator
+) -> None:
+    deleted, live = [await add_variation(service.engine, sku=sku(4)) for _ in range(2)]
+    async with service.engine.begin() as conn:
+        await conn.execute(
+            sa.update(variation_table)
+            .where(variation_table.c.id == deleted)
+            .values(deleted_at=sa.func.current_timestamp())
+        )
+
+    run = await sync(service, REFURBED)
+
+    assert run["status"] == "completed", run
+    assert (run["matched"], run["ambiguous_sku"]) == (1, 0)
+    rows = await stock_rows(service.engine, REFURBED)
+    assert sorted(rows) == [live]
+    assert rows[live]["listed_stock"] == refurbed.state.stock_of(sku(4))
+
+
 async def test_an_offer_without_sku_is_unknown(
     service: Any, refurbed: RunningRefurbedSimulator
 ) -> None:

@@ -249,7 +249,7 @@ class _Poll:
                 variation_table.c.reference_id,
                 variation_table.c.reference_uuid,
                 variation_table.c.sku,
-            ).where(variation_table.c.id.in_(sorted(first)))
+            ).where(variation_table.c.id.in_(sorted(first)), variation_table.c.deleted_at.is_(None))
         )
         targets = []
         for variation_id, reference_id, reference_uuid, sku in rows:

@@ -223,6 +223,7 @@ def _stored_statement(
             .where(
                 others.c.variation_id == variation_table.c.id,
                 others.c.marketplace_id != marketplace_id,
+                others.c.deleted_at.is_(None),
             )
             .scalar_subquery()
             .label("other_listed_stock")
@@ -233,7 +234,7 @@ def _stored_statement(
     statement = (
         sa.select(*columns)
         .select_from(_with_stock_row(marketplace_id))
-        .where(variation_table.c.id == variation_id)
+        .where(variation_table.c.id == variation_id, variation_table.c.deleted_at.is_(None))
     )
     _stored_statements[key] = statement
     return statement
@@ -252,7 +253,7 @@ def _stored_many_statement(conn: AsyncConnection) -> sa.Select[Any]:
     statement = (
         sa.select(*columns)
         .select_from(_with_stock_row(marketplace_id))
-        .where(variation_table.c.id.in_(variation_ids))
+        .where(variation_table.c.id.in_(variation_ids), variation_table.c.deleted_at.is_(None))
     )
     _stored_statements[key] = statement
     return statement
@@ -279,12 +280,14 @@ def _stored_columns(marketplace_id: sa.BindParameter[int]) -> list[sa.ColumnElem
 
 
 def _with_stock_row(marketplace_id: sa.BindParameter[int]) -> sa.Join:
-    """Variations with their stock row on the marketplace, when they have one."""
+    """Variations with their stock row on the marketplace, when they have one the back office
+    did not delete."""
     return variation_table.outerjoin(
         stock_table,
         sa.and_(
             stock_table.c.variation_id == variation_table.c.id,
             stock_table.c.marketplace_id == marketplace_id,
+            stock_table.c.deleted_at.is_(None),
         ),
     )
 

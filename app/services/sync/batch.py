@@ -25,7 +25,7 @@ from app.services.stock import StockObservation, StockWriteResult, write_observa
 from app.services.sync import runs
 from app.services.sync.matching import Observed, import_variations, match_listings, reference_of
 from app.services.sync.record import RunRecorder, RunState
-from app.services.sync.runs import Run
+from app.services.sync.runs import Drift, Run
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class BatchOutcome:
     unknown: int = 0
     imported: int = 0
     written: StockWriteResult = field(default_factory=StockWriteResult)
+    drift: Drift = field(default_factory=Drift)
     matched_variation_ids: list[int] = field(default_factory=list)
     # SKU -> variations carrying it, for the SKUs this run had not yet found ambiguous.
     new_ambiguous: dict[str, int] = field(default_factory=dict)
@@ -68,6 +69,8 @@ class BatchOutcome:
         run.updated += self.written.updated
         run.unchanged += self.written.unchanged
         run.skipped_newer += self.written.skipped_newer
+        run.variations_resummed += self.written.resummed
+        run.drift.merge(self.drift)
 
 
 class BatchWriter:
@@ -171,4 +174,6 @@ class BatchWriter:
         outcome.written.unchanged += result.unchanged
         outcome.written.skipped_newer += result.skipped_newer
         outcome.written.created += result.created
+        outcome.written.resummed += result.resummed
+        outcome.drift.add(result.differences)
         return outcome

@@ -161,12 +161,14 @@ async def _match_by_sku(conn: AsyncConnection, by_id: dict[str, Observed]) -> Ma
 
 async def variations_by_sku(conn: AsyncConnection, skus: Sequence[str]) -> list[tuple[int, str]]:
     """(id, sku) of every variation whose SKU is one of `skus`: all of them, so that a SKU
-    carried twice is seen as such."""
+    carried twice is seen as such; soft-deleted ones aside (a SKU carried by one live variation
+    and a deleted one is the live one's)."""
     found: list[tuple[int, str]] = []
     for start in range(0, len(skus), MATCH_CHUNK):
         rows = await conn.execute(
             sa.select(variation_table.c.id, variation_table.c.sku).where(
-                variation_table.c.sku.in_(skus[start : start + MATCH_CHUNK])
+                variation_table.c.sku.in_(skus[start : start + MATCH_CHUNK]),
+                variation_table.c.deleted_at.is_(None),
             )
         )
         found.extend((row.id, row.sku) for row in rows)
@@ -176,7 +178,8 @@ async def variations_by_sku(conn: AsyncConnection, skus: Sequence[str]) -> list[
 async def variations_by(
     conn: AsyncConnection, column: sa.Column[Any], values: Sequence[str]
 ) -> list[tuple[int, str | None, str | None]]:
-    """(id, reference_id, reference_uuid) of the variations whose `column` is one of `values`."""
+    """(id, reference_id, reference_uuid) of the variations whose `column` is one of `values`,
+    soft-deleted ones aside."""
     found: list[tuple[int, str | None, str | None]] = []
     for start in range(0, len(values), MATCH_CHUNK):
         rows = await conn.execute(
@@ -184,7 +187,10 @@ async def variations_by(
                 variation_table.c.id,
                 variation_table.c.reference_id,
                 variation_table.c.reference_uuid,
-            ).where(column.in_(values[start : start + MATCH_CHUNK]))
+            ).where(
+                column.in_(values[start : start + MATCH_CHUNK]),
+                variation_table.c.deleted_at.is_(None),
+            )
         )
         found.extend((row.id, row.reference_id, row.reference_uuid) for row in rows)
     return found

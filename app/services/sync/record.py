@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import FIRST_MARKETPLACE_ID
@@ -39,6 +39,11 @@ RUN_DURATION = Histogram(
     "Duration of finished bulk stock sync runs, by marketplace and final status.",
     ["marketplace_id", "status"],
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600),
+)
+DRIFT_ROWS = Gauge(
+    "stock_sync_drift_rows",
+    "Stock rows the last completed bulk sync found at another value than the marketplace showed.",
+    ["marketplace_id"],
 )
 
 ProgressCallback = Callable[[Run], None]
@@ -103,6 +108,8 @@ class RunRecorder:
         stored = await runs.get_run(self.engine, run_id=run.id)
         for name in runs.BATCH_COUNTERS:
             setattr(run, name, max(getattr(run, name), getattr(stored, name)))
+        if stored.drift.rows > run.drift.rows:
+            run.drift = stored.drift
 
     def report(self) -> None:
         if self.progress is None:
@@ -116,7 +123,8 @@ class RunRecorder:
     async def _count_not_found(self) -> int:
         """Variations with a reference on the marketplace that no listing of the complete feed
         matched: marketplace 1's `reference_id`/`reference_uuid`, another marketplace's stored
-        listing reference (a variation it never matched has none, and is not counted).
+        listing reference (a variation it never matched has none, and is not counted); soft-deleted
+        variations aside.
 
         Counted, never changed: absence from a feed is not evidence of zero stock. Every
         variation a run matches has its reference stored by the run itself (a dry run stores
@@ -128,6 +136,7 @@ class RunRecorder:
                 sa.select(sa.func.count())
                 .select_from(variation_table)
                 .where(
+                    variation_table.c.deleted_at.is_(None),
                     sa.or_(
                         sa.and_(
                             variation_table.c.reference_id.is_not(None),
@@ -137,17 +146,22 @@ class RunRecorder:
                             variation_table.c.reference_uuid.is_not(None),
                             variation_table.c.reference_uuid != "",
                         ),
-                    )
+                    ),
                 )
             )
         else:
             referenced_query = (
                 sa.select(sa.func.count())
-                .select_from(stock_table)
+                .select_from(
+                    stock_table.join(
+                        variation_table, variation_table.c.id == stock_table.c.variation_id
+                    )
+                )
                 .where(
                     stock_table.c.marketplace_id == marketplace_id,
                     stock_table.c.listing_reference.is_not(None),
                     stock_table.c.listing_reference != "",
+                    variation_table.c.deleted_at.is_(None),
                 )
             )
         async with self.engine.connect() as conn:
@@ -161,7 +175,9 @@ class RunRecorder:
             f"{run.status}: {run.listings_seen} listings read in {run.pages_fetched} of "
             f"{run.pages_expected} pages ({run.api_calls} calls); {run.matched} matched, "
             f"{run.updated} updated, {run.unchanged} unchanged, {run.skipped_newer} skipped as "
-            f"newer, {run.unknown_listings} unknown"
+            f"newer, {run.unknown_listings} unknown; {run.drift.rows} drifted "
+            f"({run.drift.higher} higher, {run.drift.lower} lower, {run.drift.units} units), "
+            f"{run.variations_resummed} totals corrected"
         )
         if self.state.import_unknown:
             text += f", {run.imported} {'to import' if run.dry_run else 'imported'}"
@@ -182,6 +198,8 @@ class RunRecorder:
             await runs.save_run(conn, run=run)
         RUNS_TOTAL.labels(str(run.marketplace_id), run.trigger, run.status).inc()
         RUN_DURATION.labels(str(run.marketplace_id), run.status).observe(run.duration_seconds)
+        if run.status == RunStatus.COMPLETED.value:
+            DRIFT_ROWS.labels(str(run.marketplace_id)).set(run.drift.rows)
         log.info(
             "bulk sync run %d %s",
             run.id,
@@ -199,6 +217,16 @@ class RunRecorder:
                 "unchanged": run.unchanged,
                 "skipped_newer": run.skipped_newer,
                 "unknown_listings": run.unknown_listings,
+                "variations_resummed": run.variations_resummed,
+                "drift_rows": run.drift.rows,
+                "drift_higher": run.drift.higher,
+                "drift_lower": run.drift.lower,
+                "drift_units": run.drift.units,
+                "drift_oldest_confirmed_at": (
+                    run.drift.oldest_confirmed_at.isoformat()
+                    if run.drift.oldest_confirmed_at is not None
+                    else None
+                ),
                 "errors": len(run.errors),
                 "duration_seconds": run.duration_seconds,
             },

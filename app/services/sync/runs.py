@@ -8,9 +8,11 @@ progress. The service's own columns hold the `Run` fields; the seed application'
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import socket
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.db import reading
 from app.errors import NotFound
 from app.models import RunStatus, RunTrigger, StockSyncLog, as_utc, table_of, utcnow
+from app.services.stock import StockDifference
 
 runs_table = table_of(StockSyncLog)
 
@@ -38,7 +41,72 @@ BATCH_COUNTERS = (
     "unchanged",
     "skipped_newer",
     "ambiguous_sku",
+    "variations_resummed",
 )
+
+# Examples a run's drift keeps, largest difference first.
+DRIFT_EXAMPLES = 20
+
+
+class DriftExample(BaseModel):
+    variation_id: int
+    stored: int
+    live: int
+    confirmed_at: datetime | None = None
+
+
+class Drift(BaseModel):
+    """Of the rows a run wrote, those the database held at another value than the marketplace
+    showed. `higher`: the database showed more (the overselling side); `units`: the sum of the
+    absolute differences; `oldest_confirmed_at`: the oldest last confirmation among them."""
+
+    rows: int = 0
+    higher: int = 0
+    lower: int = 0
+    units: int = 0
+    oldest_confirmed_at: datetime | None = None
+    examples: list[DriftExample] = Field(default_factory=list)
+
+    def add(self, differences: Iterable[StockDifference]) -> None:
+        examples = list(self.examples)
+        for difference in differences:
+            self.rows += 1
+            if difference.stored > difference.live:
+                self.higher += 1
+            else:
+                self.lower += 1
+            self.units += abs(difference.stored - difference.live)
+            confirmed_at = as_utc(difference.confirmed_at)
+            if confirmed_at is not None and (
+                self.oldest_confirmed_at is None or confirmed_at < self.oldest_confirmed_at
+            ):
+                self.oldest_confirmed_at = confirmed_at
+            examples.append(
+                DriftExample(
+                    variation_id=difference.variation_id,
+                    stored=difference.stored,
+                    live=difference.live,
+                    confirmed_at=confirmed_at,
+                )
+            )
+        self.examples = _largest(examples)
+
+    def merge(self, other: Drift) -> None:
+        self.rows += other.rows
+        self.higher += other.higher
+        self.lower += other.lower
+        self.units += other.units
+        if other.oldest_confirmed_at is not None and (
+            self.oldest_confirmed_at is None or other.oldest_confirmed_at < self.oldest_confirmed_at
+        ):
+            self.oldest_confirmed_at = other.oldest_confirmed_at
+        self.examples = _largest([*self.examples, *other.examples])
+
+
+def _largest(examples: list[DriftExample]) -> list[DriftExample]:
+    return heapq.nsmallest(
+        DRIFT_EXAMPLES, examples, key=lambda e: (-abs(e.stored - e.live), e.variation_id)
+    )
 
 
 class Run(BaseModel):
@@ -65,6 +133,8 @@ class Run(BaseModel):
     imported: int = 0
     # Distinct SKUs the run found on two or more variations (marketplaces matched by SKU).
     ambiguous_sku: int = 0
+    variations_resummed: int = 0
+    drift: Drift = Field(default_factory=Drift)
     errors: list[dict[str, Any]] = Field(default_factory=list)
     markets: dict[str, dict[str, Any]] = Field(default_factory=dict)
     summary: str | None = None
@@ -105,6 +175,8 @@ def _columns(run: Run) -> dict[str, Any]:
         "unknown_listings": run.unknown_listings,
         "imported": run.imported,
         "ambiguous_sku": run.ambiguous_sku,
+        "variations_resummed": run.variations_resummed,
+        "drift": run.drift.model_dump_json(),
         "markets": json.dumps(run.markets, sort_keys=True),
         "error_details": json.dumps(run.errors) if run.errors else None,
         "summary": run.summary,
@@ -142,6 +214,14 @@ def _errors_from(text: str | None) -> list[dict[str, Any]]:
     ]
 
 
+def _drift_from(text: str | None) -> Drift:
+    loaded = _loads(text, {})
+    try:
+        return Drift.model_validate(loaded)
+    except ValueError:
+        return Drift()
+
+
 def run_from_row(row: Any) -> Run:
     markets = _loads(row["markets"], {})
     return Run(
@@ -165,6 +245,8 @@ def run_from_row(row: Any) -> Run:
         unknown_listings=row["unknown_listings"],
         imported=row["imported"],
         ambiguous_sku=row["ambiguous_sku"],
+        variations_resummed=row["variations_resummed"],
+        drift=_drift_from(row["drift"]),
         errors=_errors_from(row["error_details"]),
         markets=markets if isinstance(markets, dict) else {},
         summary=row["summary"],
