@@ -150,6 +150,9 @@ RUN_COLUMNS = (
     "matched",
     "updated",
     "skipped_newer",
+    "drift",
+    "higher/lower/units",
+    "resummed",
     "errors",
 )
 # Numbers are right-aligned, words left-aligned.
@@ -170,6 +173,9 @@ def run_row(run: Run) -> tuple[str, ...]:
         str(run.matched),
         str(run.updated),
         str(run.skipped_newer),
+        str(run.drift.rows),
+        f"{run.drift.higher}/{run.drift.lower}/{run.drift.units}",
+        str(run.variations_resummed),
         str(len(run.errors)),
     )
 

@@ -6,6 +6,7 @@ dropped with the server URL's user (root on the benchmark machine).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -70,8 +71,12 @@ async def _run_on_server(server_url: str, statement: str) -> None:
 async def fresh_database(
     backend: Backend, name: str, *, workdir: Path, mysql_server_url: str | None
 ) -> AsyncIterator[BenchDatabase]:
-    """An empty, migrated database that is removed afterwards."""
-    db_name = f"bench_{name}"
+    """An empty, migrated database that is removed afterwards.
+
+    Named `bench_<name>`, or `<BENCH_DATABASE_PREFIX><name>` so that runs sharing a server
+    (several checkouts measured against each other) keep to databases of their own.
+    """
+    db_name = f"{os.environ.get('BENCH_DATABASE_PREFIX', 'bench_')}{name}"
     if backend == "mariadb":
         if mysql_server_url is None:
             raise ValueError("MariaDB needs --mysql-url")

@@ -13,15 +13,18 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from app.cli import main
+from app.cli_display import print_runs_table
 from app.config import load_settings
 from app.db import create_engine
 from app.logs import THIRD_PARTY_LOGGERS
+from app.services.sync.runs import Drift, Run
 from simulator.config import SimulatorConfig
 from simulator.demo import seed_demo_database
 from simulator.testing import RunningSimulator
@@ -212,7 +215,7 @@ def test_runs_off_a_terminal_prints_aligned_plain_text_newest_first(environment:
 def test_runs_on_a_terminal_prints_a_table(
     environment: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("COLUMNS", "160")
+    monkeypatch.setenv("COLUMNS", "200")
     assert run_cli("sync").code == 0
 
     result = run_cli("runs", out=TerminalStream())
@@ -238,6 +241,29 @@ def test_runs_json_limit_and_marketplace_filter(environment: None) -> None:
     assert [run["id"] for run in limited["runs"]] == [3, 2]
     assert other_marketplace == {"runs": []}
     assert len(back_market["runs"]) == 3
+
+
+def test_runs_table_shows_each_runs_drift_and_corrected_totals() -> None:
+    started = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+    drifted = Run(
+        id=7,
+        marketplace_id=1,
+        trigger="cli",
+        status="completed",
+        started_at=started,
+        updated=40,
+        variations_resummed=3,
+        drift=Drift(rows=12, higher=9, lower=3, units=57),
+    )
+    clean = Run(id=6, marketplace_id=1, trigger="cli", status="completed", started_at=started)
+    stream = io.StringIO()
+
+    print_runs_table(stream, [drifted, clean])
+
+    header, *rows = stream.getvalue().splitlines()
+    # The last columns: numbers without spaces (the start time has one).
+    assert header.split()[-4:] == ["drift", "higher/lower/units", "resummed", "errors"]
+    assert [row.split()[-4:-1] for row in rows] == [["12", "9/3/57", "3"], ["0", "0/0/0", "0"]]
 
 
 def test_runs_refuses_a_limit_out_of_range(environment: None) -> None:

@@ -426,7 +426,10 @@ async def test_a_sync_and_an_addition_log_their_ids_and_never_a_secret(
         backmarket_requests_per_10s=10_000,
     )
     simulator_app = create_simulator_app(SimulatorConfig(listings=60, seed=7, token=TOKEN))
-    linked = await link(engine, simulator_app.state.sim, 0)
+    simulator = simulator_app.state.sim
+    # Stored 4 above what Back Market shows: the run finds that drift.
+    live = simulator.quantity_of(simulator.store.identity(0).id)
+    linked = await link(engine, simulator, 0, listed_stock=live + 4)
     backmarket_http = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=simulator_app), base_url=settings.backmarket_base_url
     )
@@ -465,6 +468,15 @@ async def test_a_sync_and_an_addition_log_their_ids_and_never_a_secret(
     assert finished[0]["status"] == "completed"
     assert finished[0]["listings"] == 60
     assert finished[0]["updated"] == 1
+    drift = {key: value for key, value in finished[0].items() if key.startswith("drift_")}
+    assert drift == {
+        "drift_rows": 1,
+        "drift_higher": 1,
+        "drift_lower": 0,
+        "drift_units": 4,
+        "drift_oldest_confirmed_at": None,
+    }
+    assert finished[0]["variations_resummed"] == 1
     addition_lines = [line for line in lines if line.get("idempotency_key") == "idem-logs-1"]
     assert addition_lines
     assert all("run_id" not in line for line in addition_lines)

@@ -167,6 +167,21 @@ async def test_watcher_lag_of_a_replica_that_never_saw_a_successful_poll_is_a_nu
     assert status.lag_seconds is not None and status.lag_seconds >= 0
 
 
+async def test_drift_rows_gauge_holds_the_last_completed_runs_rows(service: Any) -> None:
+    simulator = service.simulator
+    for index in range(3):
+        linked = await link(service.engine, simulator, index, listed_stock=100)
+        simulator.set_quantity(linked.listing_uuid, index)
+
+    drifted = await sync(service)
+    after_drift = value(await scrape(service), "stock_sync_drift_rows", marketplace_id="1")
+    clean = await sync(service)
+    after_clean = value(await scrape(service), "stock_sync_drift_rows", marketplace_id="1")
+
+    assert (drifted["drift"]["rows"], after_drift) == (3, 3.0)
+    assert (clean["drift"]["rows"], after_clean) == (0, 0.0)
+
+
 def test_every_exported_metric_is_named_in_the_readme() -> None:
     """Every Counter, Gauge and Histogram defined under app/ appears in the README's table."""
     defined = set()

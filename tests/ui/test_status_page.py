@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import html
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +260,61 @@ async def test_look_up_shows_the_stock_per_marketplace_and_the_latest_changes(
     assert "<td>bulk_sync</td>" in history
     assert f"9999 → {quantity}" in history
     assert f"run {run['id']}" in history
+
+
+def drift_panel(text: str, marketplace_id: int) -> str:
+    """The drift panel inside a marketplace's section."""
+    section = text[text.index(f'<section class="marketplace" id="marketplace-{marketplace_id}">') :]
+    panel = section[section.index(f'<section class="drift" id="drift-{marketplace_id}">') :]
+    return panel[: panel.index("</section>")]
+
+
+async def test_drift_panel_shows_what_the_last_run_of_each_marketplace_found(
+    two_accounts: TwoAccounts,
+) -> None:
+    service = two_accounts.service
+    simulator = service.simulator
+    higher = await link(service.engine, simulator, 0, listed_stock=30)
+    simulator.set_quantity(higher.listing_uuid, 4)
+    lower = await link(service.engine, simulator, 1, listed_stock=2)
+    simulator.set_quantity(lower.listing_uuid, 5)
+    async with service.engine.begin() as conn:
+        await conn.execute(
+            sa.text("UPDATE marketplace_stock SET last_synced_at = :at WHERE variation_id = :v"),
+            {"at": datetime(2026, 11, 30, 7, 15), "v": lower.variation_id},
+        )
+        other = await runs.create_run(
+            conn,
+            marketplace_id=SECOND_ACCOUNT,
+            trigger=RunTrigger.CLI,
+            dry_run=False,
+            markets=["fr-fr"],
+        )
+        other.status = "completed"
+        await runs.save_run(conn, run=other)
+    run = (await service.http.post("/sync/bulk", params={"wait": "true"})).json()["run"]
+
+    text = (await service.http.get("/")).text
+
+    back_market = drift_panel(text, 1)
+    assert f"Run {run['id']} (completed" in back_market
+    assert '<dd class="drift-rows">2 of 2 written</dd>' in back_market
+    assert re.search(r'class="drift-higher late">1 \(the database showed more', back_market)
+    assert '<dd class="drift-lower">1</dd>' in back_market
+    assert '<dd class="drift-units">29</dd>' in back_market
+    assert '<dd class="drift-oldest">2026-11-30 07:15:00 UTC</dd>' in back_market
+    examples = re.findall(
+        r'variation=(\d+)">\d+</a></td><td class="n">(\d+)</td><td class="n">(\d+)</td>'
+        r'<td class="n">([+-]\d+)</td>',
+        back_market,
+    )
+    assert examples == [
+        (str(higher.variation_id), "30", "4", "+26"),
+        (str(lower.variation_id), "2", "5", "-3"),
+    ]
+    second_account = drift_panel(text, SECOND_ACCOUNT)
+    assert f"Run {other.id} (completed" in second_account
+    assert "No drift" in second_account
 
 
 @pytest.mark.parametrize(
