@@ -295,8 +295,7 @@ async def _write_chunk(
     if current:
         # Every variation observed, not only those whose row changed: a total the back
         # office's older code set directly is wrong whatever this write did.
-        resummed = await conn.execute(_resum_statement(), {"ids": list(current), "now": now})
-        result.resummed = resummed.rowcount
+        result.resummed = await _resum(conn, current=current, now=now)
     if feed_changes:
         await _update_sku_and_state(conn, feed_changes)
     return result
@@ -365,9 +364,56 @@ def _upsert_statement(conn: AsyncConnection) -> sa.Executable:
     )
 
 
+async def _resum(conn: AsyncConnection, *, current: dict[int, Any], now: datetime) -> int:
+    """Re-sum the totals of the variations in `current` (locked); the number corrected."""
+    with_live_row = [vid for vid, row in current.items() if row["stock_deleted_at"] is None]
+    # Their row here deleted, these may have no live row left: their total may fall to 0.
+    without = [vid for vid, row in current.items() if row["stock_deleted_at"] is not None]
+    corrected = 0
+    if with_live_row:
+        summed = await conn.execute(_resum_grouped_statement(), {"ids": with_live_row, "now": now})
+        corrected += summed.rowcount
+    if without:
+        summed = await conn.execute(_resum_statement(), {"ids": without, "now": now})
+        corrected += summed.rowcount
+    return corrected
+
+
+def _resum_grouped_statement() -> sa.Executable:
+    """variation.listed_stock = SUM over its live stock rows, for those of `ids` that have one
+    and whose total differs; its row count is the number of variations corrected.
+
+    One grouped read of the batch's stock rows joined to the variations: cheaper than a
+    correlated SUM per variation, evaluated once to compare and once to set.
+    """
+    totals = (
+        sa.select(
+            stock_table.c.variation_id,
+            sa.func.sum(stock_table.c.listed_stock).label("total"),
+        )
+        .where(
+            stock_table.c.variation_id.in_(sa.bindparam("ids", expanding=True)),
+            stock_table.c.deleted_at.is_(None),
+        )
+        .group_by(stock_table.c.variation_id)
+        .subquery("totals")
+    )
+    return (
+        sa.update(variation_table)
+        .where(
+            variation_table.c.id == totals.c.variation_id,
+            sa.or_(
+                variation_table.c.listed_stock.is_(None),
+                variation_table.c.listed_stock != totals.c.total,
+            ),
+        )
+        .values(listed_stock=totals.c.total, updated_at=sa.bindparam("now"))
+    )
+
+
 def _resum_statement() -> sa.Executable:
-    """variation.listed_stock = SUM over its live stock rows, for those of `ids` whose total
-    differs; its row count is the number of variations corrected."""
+    """variation.listed_stock = SUM over its live stock rows (0 without any), for those of
+    `ids` whose total differs; its row count is the number of variations corrected."""
     summed = variation_total()
     return (
         sa.update(variation_table)
