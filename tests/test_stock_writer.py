@@ -569,3 +569,46 @@ async def test_every_observed_variation_gets_its_total_back_whatever_its_row_did
             ).all()
         )
     assert totals == {1: 12, 2: 8, 3: 3}
+
+
+async def test_a_soft_deleted_variation_given_to_the_writer_is_not_written(
+    engine: AsyncEngine,
+) -> None:
+    """The writer's own guard, whatever its caller matched: neither its row nor its total."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO variation (id, listed_stock, deleted_at) VALUES "
+                "(1, 5, '2026-01-01 00:00:00'), (2, 5, NULL)"
+            )
+        )
+        await conn.execute(
+            sa.text(
+                "INSERT INTO marketplace_stock (variation_id, marketplace_id, listed_stock, "
+                "locked_stock, available_stock, last_api_quantity) VALUES "
+                "(1, 1, 5, 0, 5, 5), (2, 1, 5, 0, 5, 5)"
+            )
+        )
+
+    async with transaction(engine) as conn:
+        written = await write_observations(
+            conn,
+            marketplace_id=1,
+            observations=[
+                StockObservation(variation_id=1, quantity=2),
+                StockObservation(variation_id=2, quantity=2),
+            ],
+            change_type=ChangeType.BULK_SYNC,
+        )
+
+    assert (written.updated, set(written.rows)) == (1, {2})
+    async with engine.connect() as conn:
+        stock = dict(
+            (
+                await conn.execute(
+                    sa.text("SELECT variation_id, listed_stock FROM marketplace_stock")
+                )
+            ).all()
+        )
+        totals = dict((await conn.execute(sa.text("SELECT id, listed_stock FROM variation"))).all())
+    assert (stock, totals) == ({1: 5, 2: 2}, {1: 5, 2: 2})
