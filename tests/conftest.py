@@ -81,7 +81,7 @@ async def recreate_mysql_database(url: str) -> None:
     await server.dispose()
 
 
-async def _prepare(url: str) -> None:
+async def prepare_database(url: str) -> None:
     if url.startswith("mysql"):
         await recreate_mysql_database(url)
     engine = create_engine(url)
@@ -95,7 +95,7 @@ def database_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     if TEST_MYSQL_URL:
         urls["mysql"] = mysql_database_url(f"stock_sync_{os.getpid()}")
     for url in urls.values():
-        asyncio.run(_prepare(url))
+        asyncio.run(prepare_database(url))
     yield urls
     if "mysql" in urls:
         asyncio.run(_drop_mysql_database(urls["mysql"]))

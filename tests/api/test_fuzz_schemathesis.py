@@ -16,6 +16,7 @@ import asyncio
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,7 +40,7 @@ from app.main import create_app
 from app.models import Variation, table_of
 from simulator.app import create_simulator_app
 from simulator.config import SimulatorConfig
-from tests.conftest import empty_tables
+from tests.conftest import empty_tables, prepare_database
 
 FUZZ_SEED = int(os.environ.get("FUZZ_SEED", "20261128"))
 # CI runs a bounded number; `FUZZ_EXAMPLES=<n>` runs a longer search on demand.
@@ -108,8 +109,25 @@ async def _seed_variations(database_url: str, simulator: Any) -> None:
 
 
 @pytest.fixture
-def service_schema(db_url: str) -> Iterator[Any]:
+def fuzz_db_url(db_url: str, tmp_path: Path) -> str:
+    """MariaDB: the session's database. SQLite: a file of this test's own, migrated afresh.
+
+    Under load, a bulk sync a fuzzed `POST /sync/bulk` started in the background has been seen
+    to leave the shared SQLite file write-locked past the next test's start ("database is
+    locked" setting up the next operation); each SQLite case gets its own file so that one
+    operation's leftovers cannot fail another's set-up.
+    """
+    if not db_url.startswith("sqlite"):
+        return db_url
+    url = f"sqlite+aiosqlite:///{tmp_path / 'fuzz.db'}"
+    asyncio.run(prepare_database(url))
+    return url
+
+
+@pytest.fixture
+def service_schema(fuzz_db_url: str) -> Iterator[Any]:
     """The document as the running service serves it; requests go to that same app."""
+    db_url = fuzz_db_url
     simulator_app = create_simulator_app(
         SimulatorConfig(listings=20, seed=7, timeout_fault_s=0.01, rate_limit_block_s=0.01)
     )

@@ -131,6 +131,15 @@ async def _kill_connections(killed: str, *, database: str | None, lock: str) -> 
             db=database,
         )
         victims = [int(row[0]) for row in found]
+    killed_ids = []
     for victim in victims:
-        await _on_server(f"KILL CONNECTION {victim}")
-    return victims
+        try:
+            await _on_server(f"KILL CONNECTION {victim}")
+        except sa.exc.OperationalError as exc:
+            # 1094 Unknown thread id: the connection ended by itself since it was listed (the
+            # orders watcher's, between two polls).
+            if "1094" not in str(exc.orig):
+                raise
+            continue
+        killed_ids.append(victim)
+    return killed_ids

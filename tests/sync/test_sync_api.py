@@ -250,7 +250,9 @@ async def test_shutdown_during_a_run_leaves_it_failed_not_running(
     assert row["status"] == "failed"
     assert row["completed_at"] is not None
     assert "interrupted" in row["error_details"]
-    assert row["pages_fetched"] == 1
+    # Pages are fetched concurrently: page 1, and page 3 when it arrived before the shutdown,
+    # are recorded; page 2, held, never is.
+    assert 1 <= row["pages_fetched"] < row["pages_expected"]
 
 
 async def test_run_left_running_by_a_dead_process_is_closed_at_start_up(
