@@ -15,12 +15,14 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.models import OrderLineSeen, StockAddition, Variation, table_of
+from app.config import FIRST_MARKETPLACE_ID
+from app.models import MarketplaceStock, OrderLineSeen, StockAddition, Variation, table_of
 from app.services.marketplace import OrderLine
 
 line_table = table_of(OrderLineSeen)
 addition_table = table_of(StockAddition)
 variation_table = table_of(Variation)
+stock_table = table_of(MarketplaceStock)
 
 # Back Market's clock and ours differ, and an order's `date_creation` may be stamped a little
 # before or after Back Market lowered the quantity. A sale this close to an addition's read or
@@ -40,46 +42,100 @@ class LineEvent:
 
 
 async def variations_of_lines(
-    conn: AsyncConnection, lines: Sequence[OrderLine], *, by_reference: bool = True
+    conn: AsyncConnection, lines: Sequence[OrderLine], *, marketplace_id: int
 ) -> dict[int, int]:
-    """line id -> variation id: by `listing_id` = `variation.reference_id` (`by_reference`:
-    marketplace 1, whose listing ids the variations hold), else SKU = `sku`; soft-deleted
-    variations aside."""
-    listing_ids = sorted(
-        {str(line.listing_id) for line in lines if by_reference and line.listing_id is not None}
+    """line id -> variation id, soft-deleted variations aside.
+
+    Marketplace 1: by `listing_id` = `variation.reference_id`, else SKU = `variation.sku`.
+    Any other marketplace, as its bulk sync matches: by the listing's or offer's id stored on
+    the variation's stock row of that marketplace (`listing_reference`), else by a SKU that
+    exactly one variation carries (an ambiguous SKU names no variation).
+    """
+    if marketplace_id == FIRST_MARKETPLACE_ID:
+        by_reference = await _variations_by_reference_id(
+            conn, {str(line.listing_id) for line in lines if line.listing_id is not None}
+        )
+        reference_of = {
+            line.id: str(line.listing_id) for line in lines if line.listing_id is not None
+        }
+    else:
+        by_reference = await _variations_by_stored_reference(
+            conn,
+            {line.listing_ref for line in lines if line.listing_ref},
+            marketplace_id=marketplace_id,
+        )
+        reference_of = {line.id: line.listing_ref for line in lines if line.listing_ref}
+    by_sku = await _variations_by_sku(
+        conn,
+        {line.sku for line in lines if line.sku},
+        unambiguous_only=marketplace_id != FIRST_MARKETPLACE_ID,
     )
-    skus = sorted({line.sku for line in lines if line.sku})
-    by_listing: dict[str, int] = {}
-    by_sku: dict[str, int] = {}
-    if listing_ids:
-        rows = await conn.execute(
-            sa.select(variation_table.c.id, variation_table.c.reference_id)
-            .where(
-                variation_table.c.reference_id.in_(listing_ids),
-                variation_table.c.deleted_at.is_(None),
-            )
-            .order_by(variation_table.c.id)
-        )
-        for variation_id, reference_id in rows:
-            by_listing.setdefault(str(reference_id).strip(), variation_id)
-    if skus:
-        rows = await conn.execute(
-            sa.select(variation_table.c.id, variation_table.c.sku)
-            .where(variation_table.c.sku.in_(skus), variation_table.c.deleted_at.is_(None))
-            .order_by(variation_table.c.id)
-        )
-        for variation_id, sku in rows:
-            by_sku.setdefault(str(sku), variation_id)
     found: dict[int, int] = {}
     for line in lines:
-        variation_id = None
-        if line.listing_id is not None:
-            variation_id = by_listing.get(str(line.listing_id))
+        reference = reference_of.get(line.id)
+        variation_id = by_reference.get(reference) if reference is not None else None
         if variation_id is None and line.sku:
             variation_id = by_sku.get(line.sku)
         if variation_id is not None:
             found[line.id] = variation_id
     return found
+
+
+async def _variations_by_reference_id(conn: AsyncConnection, ids: set[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    if not ids:
+        return found
+    rows = await conn.execute(
+        sa.select(variation_table.c.id, variation_table.c.reference_id)
+        .where(
+            variation_table.c.reference_id.in_(sorted(ids)), variation_table.c.deleted_at.is_(None)
+        )
+        .order_by(variation_table.c.id)
+    )
+    for variation_id, reference_id in rows:
+        found.setdefault(str(reference_id).strip(), variation_id)
+    return found
+
+
+async def _variations_by_stored_reference(
+    conn: AsyncConnection, references: set[str], *, marketplace_id: int
+) -> dict[str, int]:
+    found: dict[str, int] = {}
+    if not references:
+        return found
+    rows = await conn.execute(
+        sa.select(stock_table.c.variation_id, stock_table.c.listing_reference)
+        .join(variation_table, variation_table.c.id == stock_table.c.variation_id)
+        .where(
+            stock_table.c.marketplace_id == marketplace_id,
+            stock_table.c.listing_reference.in_(sorted(references)),
+            stock_table.c.deleted_at.is_(None),
+            variation_table.c.deleted_at.is_(None),
+        )
+        .order_by(stock_table.c.variation_id)
+    )
+    for variation_id, reference in rows:
+        found.setdefault(str(reference), variation_id)
+    return found
+
+
+async def _variations_by_sku(
+    conn: AsyncConnection, skus: set[str], *, unambiguous_only: bool
+) -> dict[str, int]:
+    """SKU -> variation; with `unambiguous_only`, a SKU two variations carry names none."""
+    if not skus:
+        return {}
+    rows = await conn.execute(
+        sa.select(variation_table.c.id, variation_table.c.sku)
+        .where(variation_table.c.sku.in_(sorted(skus)), variation_table.c.deleted_at.is_(None))
+        .order_by(variation_table.c.id)
+    )
+    carriers: dict[str, list[int]] = {}
+    for variation_id, sku in rows:
+        # Compared exactly: MariaDB's collation would also return another case of the SKU.
+        if str(sku) in skus:
+            carriers.setdefault(str(sku), []).append(variation_id)
+    return {sku: ids[0] for sku, ids in carriers.items() if len(ids) == 1 or not unambiguous_only}
 
 
 async def new_events(

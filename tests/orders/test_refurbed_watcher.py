@@ -68,10 +68,12 @@ async def variation(service: Any) -> int:
     return VARIATION
 
 
-def place_order(refurbed: RunningRefurbedSimulator, units: int) -> dict[str, Any]:
+def place_order(
+    refurbed: RunningRefurbedSimulator, units: int, *, sku: str = SKU
+) -> dict[str, Any]:
     """An order through the simulator's control API, as a customer's would arrive."""
     answer = httpx.post(
-        f"{refurbed.base_url}/_sim/orders", json={"items": [{"offer": SKU, "units": units}]}
+        f"{refurbed.base_url}/_sim/orders", json={"items": [{"offer": sku, "units": units}]}
     )
     answer.raise_for_status()
     order: dict[str, Any] = answer.json()
@@ -233,3 +235,43 @@ async def record_line(
                 by=claimed_by,
                 at=datetime(2026, 12, 1),
             )
+
+
+async def test_a_refurbed_sale_is_credited_by_the_stored_offer_id_even_when_its_sku_is_ambiguous(
+    service: Any, refurbed: RunningRefurbedSimulator, variation: int
+) -> None:
+    # Another variation took the same SKU since the offer was found (a lower id: by SKU alone,
+    # the first of the two would be credited).
+    await insert_variation(
+        service.engine, variation_id=VARIATION - 1, reference_id=None, reference_uuid=None, sku=SKU
+    )
+    place_order(refurbed, 1)
+
+    outcome = await poll(service)
+
+    assert outcome is not None and outcome.error is None
+    assert (await stock_row(service.engine, variation, REFURBED))["listed_stock"] == START_STOCK - 1
+    assert [h["change_type"] for h in await history_rows(service.engine, VARIATION - 1)] == []
+
+
+async def test_a_refurbed_sale_of_an_ambiguous_sku_never_found_credits_no_variation(
+    service: Any, refurbed: RunningRefurbedSimulator
+) -> None:
+    other_sku = "SKU-0000005"
+    for variation_id in (410, 411):
+        await insert_variation(
+            service.engine,
+            variation_id=variation_id,
+            reference_id=None,
+            reference_uuid=None,
+            sku=other_sku,
+        )
+    place_order(refurbed, 1, sku=other_sku)
+
+    outcome = await poll(service)
+
+    assert outcome is not None and outcome.error is None
+    assert outcome.new_lines == 1
+    assert outcome.listings_refreshed == 0
+    for variation_id in (410, 411):
+        assert await history_rows(service.engine, variation_id) == []

@@ -222,8 +222,7 @@ class _Poll:
         variations = await sales.variations_of_lines(
             conn,
             [line for line, _ in fresh],
-            # Only marketplace 1's listing ids are the variations' references.
-            by_reference=self.marketplace.id == FIRST_MARKETPLACE_ID,
+            marketplace_id=self.marketplace.id,
         )
         self.outcome.new_lines = len(fresh)
         return [
