@@ -137,6 +137,8 @@ async def test_a_refurbed_bulk_sync_matches_offers_by_sku_and_stores_each_offer_
 
     assert run["status"] == "completed", run
     assert run["api_calls"] == 3  # ceil(250 / 100) ListOffers pages
+    # No page count is announced; read whole, the feed had the pages that were read.
+    assert (run["pages_fetched"], run["pages_expected"]) == (3, 3)
     assert (run["listings_seen"], run["matched"], run["unknown_listings"]) == (
         OFFERS,
         MATCHED,

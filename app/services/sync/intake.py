@@ -186,6 +186,12 @@ class PageIntake:
         error = done.error
         if error is None:
             market["status"] = "completed"
+            if not market.get("pages_expected"):
+                # A cursor feed (Refurbed) announces no page count: read whole, it had as many
+                # pages as were read.
+                market["pages_expected"] = market["pages"]
+                self.market_pages_expected[done.market] = market["pages"]
+                self.run.pages_expected = sum(self.market_pages_expected.values())
             return None
         if isinstance(error, IncompleteFeed):
             market["status"] = "partial"
