@@ -98,6 +98,17 @@ async def fresh_database(
             await _run_on_server(mysql_server_url, f"DROP DATABASE IF EXISTS `{db_name}`")
 
 
+def at_rest_stock_row(entry: CatalogueEntry, *, marketplace_id: int) -> dict[str, Any]:
+    return {
+        "variation_id": entry.variation_id,
+        "marketplace_id": marketplace_id,
+        "listed_stock": 0,
+        "locked_stock": 0,
+        "available_stock": 0,
+        "stock_changed_at": AT_REST,
+    }
+
+
 async def seed_catalogue(db: BenchDatabase, catalogue: Sequence[CatalogueEntry]) -> None:
     """One variation and one marketplace_stock row (stock 0) per listing, in bulk INSERTs."""
     for start in range(0, len(catalogue), SEED_CHUNK):
@@ -118,17 +129,21 @@ async def seed_catalogue(db: BenchDatabase, catalogue: Sequence[CatalogueEntry])
             )
             await conn.execute(
                 sa.insert(stock_table),
-                [
-                    {
-                        "variation_id": entry.variation_id,
-                        "marketplace_id": MARKETPLACE_ID,
-                        "listed_stock": 0,
-                        "locked_stock": 0,
-                        "available_stock": 0,
-                        "stock_changed_at": AT_REST,
-                    }
-                    for entry in chunk
-                ],
+                [at_rest_stock_row(entry, marketplace_id=MARKETPLACE_ID) for entry in chunk],
+            )
+
+
+async def seed_stock_rows(
+    db: BenchDatabase, catalogue: Sequence[CatalogueEntry], *, marketplace_id: int
+) -> None:
+    """One marketplace_stock row (stock 0, at rest) per variation on another marketplace, so
+    its first bulk sync updates rows as every later one does rather than inserting them."""
+    for start in range(0, len(catalogue), SEED_CHUNK):
+        chunk = catalogue[start : start + SEED_CHUNK]
+        async with db.engine.begin() as conn:
+            await conn.execute(
+                sa.insert(stock_table),
+                [at_rest_stock_row(entry, marketplace_id=marketplace_id) for entry in chunk],
             )
 
 

@@ -12,7 +12,13 @@ from typing import Any, TypeVar
 import httpx
 
 from bench.catalogue import CatalogueEntry, check_against_simulator, generated_catalogue
-from bench.database import Backend, BenchDatabase, fresh_database, seed_catalogue
+from bench.database import (
+    MARKETPLACE_ID,
+    Backend,
+    BenchDatabase,
+    fresh_database,
+    seed_catalogue,
+)
 from bench.processes import (
     ManagedProcess,
     Service,
@@ -89,9 +95,11 @@ class Stack:
     budget: int
     extra: dict[str, Any] = field(default_factory=dict)
 
-    async def bulk_sync(self) -> dict[str, Any]:
-        """POST /sync/bulk?wait=true; the finished Run."""
-        response = await self.http.post("/sync/bulk", params={"wait": "true"}, json={})
+    async def bulk_sync(self, marketplace_id: int = MARKETPLACE_ID) -> dict[str, Any]:
+        """POST /sync/bulk?wait=true for one marketplace; the finished Run."""
+        response = await self.http.post(
+            "/sync/bulk", params={"wait": "true"}, json={"marketplace_id": marketplace_id}
+        )
         if response.status_code != 200:
             raise RuntimeError(f"POST /sync/bulk answered {response.status_code}: {response.text}")
         run: dict[str, Any] = response.json()["run"]

@@ -130,8 +130,8 @@ def render_markdown(
         "each run in a subprocess of their own; "
         "the harness drives the service over HTTP like a client would.",
         "- Each scenario gets a fresh database (SQLite file, or a MariaDB database `bench_<name>` "
-        "created and dropped), seeded in bulk with one variation per simulator listing before "
-        "anything is timed.",
+        "created and dropped; `BENCH_DATABASE_PREFIX` replaces `bench_`), seeded in bulk with "
+        "one variation per simulator listing before anything is timed.",
         (
             f"- Every figure is the median of {repeat} runs unless its table says otherwise; a "
             if repeat > 1
