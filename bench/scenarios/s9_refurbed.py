@@ -4,7 +4,8 @@ A Refurbed simulator (its own process) holds N offers behind a rate limit, 20 ms
 adapter reads every offer (`iter_listing_pages`: pages of 100 by cursor to `has_more: false`,
 paced by its request budget, no sleeps, no page cap); (b) the back office's loop
 (`bench/before/s9_back_office.py`): 100 a page, 0.5 s between pages, 3 attempts 250 ms apart,
-no budget, stopping after 100 pages. Each at a tight and a loose limit.
+no budget, stopping after 100 pages. Each at a tight and a loose limit. (c) Back Market and
+Refurbed bulk syncs in one service, one after the other and at once: `s9_two_marketplaces`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from bench.before.s9_back_office import PAGE_CAP, read_all_offers
 from bench.harness import BenchContext, timed
 from bench.processes import SimulatorOptions, spawn_simulator, stop_all
 from bench.results import ScenarioResult, Table, Target
+from bench.scenarios import s9_two_marketplaces
 
 FULL_SIZE = 20_000
 # 11 pages: past one page, well under the back office's cap.
@@ -153,6 +155,7 @@ async def run(context: BenchContext) -> ScenarioResult:
     result.data = figures
     result.tables.append(
         Table(
+            title="(a) the adapter and (b) the back office read every offer",
             columns=[
                 "limit",
                 "who reads",
@@ -188,8 +191,6 @@ async def run(context: BenchContext) -> ScenarioResult:
     result.notes += [
         "Measured while the machine's 2 cores were shared with other test runs; the wall times "
         "here are bound by the rate limit and the back office's sleeps, not by the CPU.",
-        "Back Market plus Refurbed bulk syncs at once against one after the other (issue 19's "
-        "third figure) is not measured yet: the bench harness starts the service with one "
-        "simulator.",
     ]
+    await s9_two_marketplaces.measure(context, result)
     return result
