@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal, get_args
 
 from simulator.config import SimulatorConfig
+from simulator.holds import Hold, HoldingState, set_threadsafe
 from simulator.orders import COUNTRY_CODES, Order, OrderBook, PlacedOrder, render_order
 from simulator.store import ListingStore, ListingUpdate
 
@@ -93,35 +94,6 @@ def _page_window(count: int, page: int | Literal["last"], page_size: int) -> tup
     return number, (number - 1) * page_size
 
 
-@dataclass(eq=False)
-class Hold:
-    """Requests matching this are parked until ``SimulatorState.release``."""
-
-    id: int
-    path_prefix: str
-    page: int | None
-    method: str | None
-    held: int = 0
-    """Requests parked right now."""
-    caught: int = 0
-    """Requests parked since the hold was placed."""
-    released: bool = False
-    _waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(
-        default_factory=list, repr=False
-    )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "hold_id": self.id,
-            "path_prefix": self.path_prefix,
-            "page": self.page,
-            "method": self.method,
-            "held": self.held,
-            "caught": self.caught,
-            "released": self.released,
-        }
-
-
 @dataclass
 class _FaultRule:
     path_prefix: str
@@ -189,7 +161,7 @@ class _Stats:
     orders: list[dict[str, Any]] = field(default_factory=list)
 
 
-class SimulatorState:
+class SimulatorState(HoldingState):
     """Store, edge behaviour (rate limit, faults, holds) and statistics."""
 
     def __init__(
@@ -215,10 +187,7 @@ class SimulatorState:
         self._lock = threading.RLock()
         self._limiter = _RateLimiter()
         self._faults: list[_FaultRule] = []
-        self._holds: list[Hold] = []
-        # Released holds stay findable so an out-of-process caller can read their counts.
-        self._holds_by_id: dict[int, Hold] = {}
-        self._hold_ids = itertools.count(1)
+        self._init_holds()
         self._request_numbers = itertools.count(1)
         self._ray_salt = random.Random(f"{config.seed}:ray").getrandbits(64)
         self._fault_rng = random.Random(f"{config.seed}:faults")
@@ -418,49 +387,7 @@ class SimulatorState:
 
     def hold(self, path_prefix: str, page: int | None = None, *, method: str | None = None) -> Hold:
         """Park matching requests (after the rate limit and faults) until released."""
-        with self._lock:
-            placed = Hold(
-                next(self._hold_ids), path_prefix, page, method.upper() if method else None
-            )
-            self._holds.append(placed)
-            self._holds_by_id[placed.id] = placed
-            return placed
-
-    def find_hold(self, hold_id: int) -> Hold | None:
-        with self._lock:
-            return self._holds_by_id.get(hold_id)
-
-    def release(self, hold: Hold) -> None:
-        """Let parked requests go on; later ones are not held. Callable from any thread."""
-        with self._lock:
-            hold.released = True
-            if hold in self._holds:
-                self._holds.remove(hold)
-            waiters, hold._waiters = hold._waiters, []
-        for loop, event in waiters:
-            _set_threadsafe(loop, event)
-
-    def release_all(self) -> None:
-        with self._lock:
-            holds = list(self._holds)
-        for hold in holds:
-            self.release(hold)
-
-    async def wait_held(self, hold: Hold, count: int = 1, *, timeout_s: float = 5.0) -> None:
-        """Return once ``count`` requests are parked on ``hold``; works from any loop."""
-        deadline = time.monotonic() + timeout_s
-        while hold.held < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{hold.held} of {count} requests held after {timeout_s}s")
-            await asyncio.sleep(0.002)
-
-    def wait_held_blocking(self, hold: Hold, count: int = 1, *, timeout_s: float = 5.0) -> None:
-        """``wait_held`` for synchronous tests driving a ``RunningSimulator``."""
-        deadline = time.monotonic() + timeout_s
-        while hold.held < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{hold.held} of {count} requests held after {timeout_s}s")
-            time.sleep(0.002)
+        return self._place_hold(path_prefix, page=page, method=method.upper() if method else None)
 
     # -- statistics ------------------------------------------------------------
 
@@ -583,21 +510,6 @@ class SimulatorState:
             ),
             None,
         )
-
-    async def wait_for_release(self, hold: Hold) -> None:
-        """Park the current request on ``hold``."""
-        event = asyncio.Event()
-        with self._lock:
-            if hold.released:
-                return
-            hold._waiters.append((asyncio.get_running_loop(), event))
-            hold.held += 1
-            hold.caught += 1
-        try:
-            await event.wait()
-        finally:
-            with self._lock:
-                hold.held -= 1
 
     def finish(self, admission: Admission, status: int) -> None:
         with self._lock:
@@ -775,7 +687,7 @@ class SimulatorState:
             self._closing = True
             sleepers = list(self._sleepers)
         for loop, event in sleepers:
-            _set_threadsafe(loop, event)
+            set_threadsafe(loop, event)
         self.release_all()
 
 
@@ -792,9 +704,3 @@ def _matches(
     if rule_method is not None and rule_method != method:
         return False
     return rule_page is None or rule_page == (page or 1)
-
-
-def _set_threadsafe(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
-    # The loop may be gone when a test releases after the server stopped.
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(event.set)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Response, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from simulator.holds import Hold
 from simulator.refurbed.offers_api import StateDep
 from simulator.refurbed.orders import OrderConflict, UnknownOrderError
 from simulator.refurbed.state import (
@@ -21,7 +22,6 @@ from simulator.refurbed.state import (
     UnknownOfferError,
 )
 from simulator.refurbed.store import MAX_STOCK
-from simulator.state import Hold
 
 router = APIRouter(prefix="/_sim", tags=["simulator control"])
 

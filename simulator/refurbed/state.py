@@ -9,23 +9,21 @@ through its own loop's ``call_soon_threadsafe``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 import math
 import random
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypeVar, get_args
 
+from simulator.holds import Hold, HoldingState, set_threadsafe
 from simulator.refurbed.config import RefurbedSimulatorConfig
 from simulator.refurbed.orders import Order, OrderBook, UnknownOrderError, render_order
 from simulator.refurbed.store import Offer, OfferStore, render_offer
-from simulator.state import Hold
 
 API_PREFIX: Final = "/refb.merchant.v1."
 
@@ -118,7 +116,7 @@ class _Stats:
     updates: list[dict[str, Any]] = field(default_factory=list)
 
 
-class RefurbedSimulatorState:
+class RefurbedSimulatorState(HoldingState):
     """Offers, orders, edge behaviour (rate limit, faults, holds) and statistics."""
 
     def __init__(
@@ -137,10 +135,7 @@ class RefurbedSimulatorState:
         self._lock = threading.RLock()
         self._limiter = _FixedWindowLimiter()
         self._faults: list[_FaultRule] = []
-        self._holds: list[Hold] = []
-        # Released holds stay findable so an out-of-process caller can read their counts.
-        self._holds_by_id: dict[int, Hold] = {}
-        self._hold_ids = itertools.count(1)
+        self._init_holds()
         self._fault_rng = random.Random(f"{config.seed}:faults")
         self._stats = _Stats()
         self._sleepers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
@@ -323,62 +318,7 @@ class RefurbedSimulatorState:
 
     def hold(self, path_prefix: str = API_PREFIX) -> Hold:
         """Park matching calls (after the rate limit and faults) until released."""
-        with self._lock:
-            placed = Hold(next(self._hold_ids), path_prefix, page=None, method=None)
-            self._holds.append(placed)
-            self._holds_by_id[placed.id] = placed
-            return placed
-
-    def find_hold(self, hold_id: int) -> Hold | None:
-        with self._lock:
-            return self._holds_by_id.get(hold_id)
-
-    def release(self, hold: Hold) -> None:
-        """Let parked calls go on; later ones are not held. Callable from any thread."""
-        with self._lock:
-            hold.released = True
-            if hold in self._holds:
-                self._holds.remove(hold)
-            waiters, hold._waiters = hold._waiters, []
-        for loop, event in waiters:
-            _set_threadsafe(loop, event)
-
-    def release_all(self) -> None:
-        with self._lock:
-            holds = list(self._holds)
-        for hold in holds:
-            self.release(hold)
-
-    async def wait_held(self, hold: Hold, count: int = 1, *, timeout_s: float = 5.0) -> None:
-        """Return once ``count`` calls are parked on ``hold``; works from any loop."""
-        deadline = time.monotonic() + timeout_s
-        while hold.held < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{hold.held} of {count} calls held after {timeout_s}s")
-            await asyncio.sleep(0.002)
-
-    def wait_held_blocking(self, hold: Hold, count: int = 1, *, timeout_s: float = 5.0) -> None:
-        """``wait_held`` for synchronous tests driving a running simulator."""
-        deadline = time.monotonic() + timeout_s
-        while hold.held < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{hold.held} of {count} calls held after {timeout_s}s")
-            time.sleep(0.002)
-
-    async def wait_for_release(self, hold: Hold) -> None:
-        """Park the current call on ``hold``."""
-        event = asyncio.Event()
-        with self._lock:
-            if hold.released:
-                return
-            hold._waiters.append((asyncio.get_running_loop(), event))
-            hold.held += 1
-            hold.caught += 1
-        try:
-            await event.wait()
-        finally:
-            with self._lock:
-                hold.held -= 1
+        return self._place_hold(path_prefix, page=None, method=None)
 
     # -- statistics ------------------------------------------------------------------
 
@@ -477,7 +417,7 @@ class RefurbedSimulatorState:
             self._closing = True
             sleepers = list(self._sleepers)
         for loop, event in sleepers:
-            _set_threadsafe(loop, event)
+            set_threadsafe(loop, event)
         self.release_all()
 
 
@@ -489,12 +429,6 @@ def _page(candidates: Iterator[T], *, limit: int, from_end: bool) -> tuple[list[
         return everything[-limit:], len(everything) > limit
     page = list(itertools.islice(candidates, limit + 1))
     return page[:limit], len(page) > limit
-
-
-def _set_threadsafe(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
-    # The loop may be gone when a test releases after the server stopped.
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(event.set)
 
 
 __all__ = [
